@@ -1,0 +1,5 @@
+"""`python -m minirouter` is the `minirouter` command."""
+
+from minirouter.cli import main
+
+main()

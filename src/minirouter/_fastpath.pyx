@@ -1,0 +1,1319 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The fast-path API compiled: the same answers as `_fastpath_py` (the spec), much faster.
+
+Read `_fastpath_py` first: the algorithm and data structures are the same (hash maps keyed by
+exact host, by wildcard suffix, by exact path and by path prefix; regex routes are the only scan).
+What differs is only how the work is done, so that a lookup stays in C:
+
+* precedence is compared on C ints: a dense rank of the priority, a host and a path specificity
+  (SPEC_EXACT, else length + 1, else 0) and the rank of the id in sorted order, all fixed at
+  table build, so no tuple is ever built or compared on the hot path;
+* the best candidate so far lives in a C struct holding a borrowed pointer to an entry owned by
+  the table (alive for the whole call);
+* host and path characters are read straight from the str buffers; the only allocations are the
+  path-prefix / host-suffix slices used as dict keys and the Match returned;
+* heads are written into one C buffer (on the stack unless the head is large) and copied once
+  into the bytes returned.
+"""
+
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
+from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport (
+    PyUnicode_DATA,
+    PyUnicode_GET_LENGTH,
+    PyUnicode_KIND,
+    PyUnicode_READ,
+    PyUnicode_Substring,
+)
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+import re
+
+__all__ = [
+    "Candidate",
+    "Edits",
+    "Explanation",
+    "Match",
+    "RouteTable",
+    "build_request_head",
+    "build_response_head",
+    "compile_edits",
+    "normalize_host",
+]
+
+cdef enum:
+    KIND_EXACT = 0
+    KIND_PREFIX = 1
+    KIND_REGEX = 2
+    # Specificity of an exact host / exact path: above any wildcard-suffix or prefix length + 1.
+    SPEC_EXACT = 0x40000000
+
+# --------------------------------------------------------------------------------------- hosts
+
+
+cdef str _normalize_slow(str host):
+    # The spec's algorithm, for the rare host that needs more than the trailing-dot check.
+    cdef Py_ssize_t end
+    host = host.lower()
+    if host.startswith("["):
+        end = host.find("]")
+        if end != -1:
+            host = host[1:end]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host.endswith("."):
+        host = host[: len(host) - 1]  # not [:-1]: negative indices are off (wraparound=False)
+    return host
+
+
+cdef str _normalize(str host):
+    # Most hosts are already lower-case ASCII without a port: return them as they are.
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(host)
+    cdef Py_ssize_t i
+    cdef unsigned int kind = PyUnicode_KIND(host)
+    cdef void* data = PyUnicode_DATA(host)
+    cdef Py_UCS4 ch
+    for i in range(n):
+        ch = PyUnicode_READ(kind, data, i)
+        if ch > 127 or (ch >= 65 and ch <= 90) or ch == 58 or ch == 91:  # A-Z ':' '['
+            return _normalize_slow(host)
+    if n > 0 and PyUnicode_READ(kind, data, n - 1) == 46:  # '.'
+        return PyUnicode_Substring(host, 0, n - 1)
+    return host
+
+
+def normalize_host(str host not None):
+    """Lower-case `host`, drop its port and one trailing dot: "[::1]:8080" -> "::1"."""
+    return _normalize(host)
+
+
+cdef inline Py_ssize_t _next_label_dot(str host, Py_ssize_t i, Py_ssize_t n):
+    # The next '.' at index >= i that has at least one character before it, or -1: the text
+    # after it is a suffix a `*.suffix` host pattern could stand for. Shared by match and
+    # explain, so both walk the host the same way.
+    cdef unsigned int kind = PyUnicode_KIND(host)
+    cdef void* data = PyUnicode_DATA(host)
+    if i < 1:
+        i = 1
+    while i < n:
+        if PyUnicode_READ(kind, data, i) == 46:
+            return i
+        i += 1
+    return -1
+
+
+# --------------------------------------------------------------------------------------- edits
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Framing and connection management belong to the core; see _fastpath_py._EDIT_PROTECTED.
+_EDIT_PROTECTED = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"upgrade",
+    }
+)
+
+
+cdef inline bint _clean(const unsigned char* p, Py_ssize_t n) noexcept:
+    # No CR, LF or NUL: the bytes that could split a header line.
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
+        c = p[i]
+        if c == 13 or c == 10 or c == 0:
+            return False
+    return True
+
+
+cdef inline bint _clean_bytes(bytes data) noexcept:
+    return _clean(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+
+cdef bytes _scrubbed(bytes data):
+    # The router's own values lose CR/LF/NUL rather than the whole header.
+    if _clean_bytes(data):
+        return data
+    return data.translate(None, b"\r\n\x00")
+
+
+cdef object _edit_name(name):
+    if not _TOKEN.fullmatch(name):
+        return None
+    raw = name.encode("ascii")
+    lowered = raw.lower()
+    if lowered in _EDIT_PROTECTED or lowered.startswith(b"proxy-"):
+        return None
+    return raw
+
+
+cdef object _edit_value(value):
+    cdef bytes raw = value.encode("utf-8")
+    return raw if _clean_bytes(raw) else None
+
+
+@cython.final
+cdef class Edits:
+    """Compiled `HeaderEdits`; opaque to callers: pass it to the head builders."""
+
+    cdef tuple remove_l  # lower-cased names
+    cdef tuple set_l  # lower-cased names, one entry per distinct name
+    cdef tuple set_n
+    cdef tuple set_v
+    cdef tuple add_n
+    cdef tuple add_v
+    cdef bint filters  # remove or set present: each header written must be checked by name
+    cdef bint empty
+
+    def __bool__(self):
+        return not self.empty
+
+    def __eq__(self, other):
+        if not isinstance(other, Edits):
+            return NotImplemented
+        return self._state() == (<Edits>other)._state()
+
+    def __hash__(self):
+        return hash(self._state())
+
+    cdef tuple _state(self):
+        return (frozenset(self.remove_l), self.set_n, self.set_v, self.add_n, self.add_v)
+
+    def __repr__(self):
+        return (
+            f"Edits(remove={self.remove_l!r}, set={tuple(zip(self.set_n, self.set_v))!r}, "
+            f"add={tuple(zip(self.add_n, self.add_v))!r})"
+        )
+
+
+cdef Edits _make_edits(tuple remove_l, list sets, tuple add_n, tuple add_v):
+    cdef Edits e = Edits.__new__(Edits)
+    e.remove_l = remove_l
+    e.set_l = tuple([s[0] for s in sets])
+    e.set_n = tuple([s[1] for s in sets])
+    e.set_v = tuple([s[2] for s in sets])
+    e.add_n = add_n
+    e.add_v = add_v
+    e.filters = bool(remove_l) or bool(sets)
+    e.empty = not (e.filters or add_n)
+    return e
+
+
+cdef Edits _NO_EDITS = _make_edits((), [], (), ())
+
+
+def compile_edits(edits):
+    """Compile a route's `HeaderEdits` once, at table build (see `_fastpath_py.compile_edits`)."""
+    if edits is None:
+        return _NO_EDITS
+    remove = []
+    for name in edits.remove:
+        raw = _edit_name(name)
+        if raw is not None and raw.lower() not in remove:
+            remove.append(raw.lower())
+    # One entry per distinct (case-insensitive) name: applying "set" twice for one name leaves
+    # the first one's position with the last one's spelling and value, so fold them here and
+    # the builders can make one pass.
+    sets = []
+    position = {}
+    for name, text in edits.set.items():
+        raw = _edit_name(name)
+        value = _edit_value(text)
+        if raw is None or value is None:
+            continue
+        lowered = raw.lower()
+        if lowered in position:
+            sets[position[lowered]] = (lowered, raw, value)
+        else:
+            position[lowered] = len(sets)
+            sets.append((lowered, raw, value))
+    add_n = []
+    add_v = []
+    for name, text in edits.add.items():
+        raw = _edit_name(name)
+        value = _edit_value(text)
+        if raw is not None and value is not None:
+            add_n.append(raw)
+            add_v.append(value)
+    if not (remove or sets or add_n):
+        return _NO_EDITS
+    return _make_edits(tuple(remove), sets, tuple(add_n), tuple(add_v))
+
+
+# ---------------------------------------------------------------------------- result classes
+
+
+@cython.final
+cdef class Match:
+    """The winning route for one request, and what to forward."""
+
+    cdef readonly object route
+    cdef readonly tuple captures
+    cdef readonly str path
+    cdef readonly Edits request_edits
+    cdef readonly Edits response_edits
+
+    def __init__(self, route, tuple captures, str path, Edits request_edits,
+                 Edits response_edits):
+        self.route = route
+        self.captures = captures
+        self.path = path
+        self.request_edits = request_edits
+        self.response_edits = response_edits
+
+    def __eq__(self, other):
+        cdef Match o
+        if not isinstance(other, Match):
+            return NotImplemented
+        o = <Match>other
+        return (self.route, self.captures, self.path, self.request_edits, self.response_edits) == (
+            o.route, o.captures, o.path, o.request_edits, o.response_edits
+        )
+
+    __hash__ = None
+
+    def __repr__(self):
+        return (
+            f"Match(route={self.route!r}, captures={self.captures!r}, path={self.path!r}, "
+            f"request_edits={self.request_edits!r}, response_edits={self.response_edits!r})"
+        )
+
+
+@cython.final
+cdef class Candidate:
+    """One enabled route in an explanation: did it match, and if it did not win, why."""
+
+    cdef readonly str route_id
+    cdef readonly bint matched
+    cdef readonly str reason
+
+    def __init__(self, str route_id, bint matched, str reason):
+        self.route_id = route_id
+        self.matched = matched
+        self.reason = reason
+
+    def __eq__(self, other):
+        cdef Candidate o
+        if not isinstance(other, Candidate):
+            return NotImplemented
+        o = <Candidate>other
+        return (self.route_id, self.matched, self.reason) == (o.route_id, o.matched, o.reason)
+
+    def __hash__(self):
+        return hash((self.route_id, self.matched, self.reason))
+
+    def __repr__(self):
+        return (
+            f"Candidate(route_id={self.route_id!r}, matched={self.matched!r}, "
+            f"reason={self.reason!r})"
+        )
+
+
+@cython.final
+cdef class Explanation:
+    cdef readonly object winner
+    cdef readonly list candidates
+
+    def __init__(self, winner, list candidates=None):
+        self.winner = winner
+        self.candidates = [] if candidates is None else candidates
+
+    def __eq__(self, other):
+        cdef Explanation o
+        if not isinstance(other, Explanation):
+            return NotImplemented
+        o = <Explanation>other
+        return (self.winner, self.candidates) == (o.winner, o.candidates)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"Explanation(winner={self.winner!r}, candidates={self.candidates!r})"
+
+
+# ------------------------------------------------------------------------------ route table
+
+_TEMPLATE_REF = re.compile(r"\$(?:([0-9])|\{([0-9]+)\})")
+
+
+cdef tuple _compile_template(str template, int groups):
+    parts = []
+    cdef Py_ssize_t pos = 0
+    for ref in _TEMPLATE_REF.finditer(template):
+        parts.append(template[pos:ref.start()])
+        number = int(ref.group(1) or ref.group(2))
+        parts.append(number if number <= groups else "")
+        pos = ref.end()
+    parts.append(template[pos:])
+    return tuple([part for part in parts if part != ""])
+
+
+cdef str _expand(tuple template, object found):
+    out = []
+    for part in template:
+        if isinstance(part, str):
+            out.append(part)
+        else:
+            out.append(found.group(part) or "")
+    return "".join(out)
+
+
+@cython.final
+cdef class _Entry:
+    # One enabled route, compiled.
+    cdef object route
+    cdef str id
+    cdef object priority  # the route's own value, for explain's reasons
+    cdef int prio  # dense rank of the priority in the table: bigger wins
+    cdef int idr  # rank of the id in sorted order: smaller wins
+    cdef int kind
+    cdef int lit_ps  # path specificity of an exact / prefix route
+    cdef str path
+    cdef Py_ssize_t plen
+    cdef bint strip
+    cdef frozenset methods  # None: any method
+    cdef tuple header_names  # lower-cased; None when the route has no header conditions
+    cdef tuple header_values
+    cdef object rx_match  # bound Pattern.match of a regex route
+    cdef tuple rewrite
+    cdef Edits req_edits
+    cdef Edits resp_edits
+    cdef frozenset exact_hosts
+    cdef frozenset wild_suffixes
+    cdef bint any_host
+
+
+def _precedence(_Entry e):
+    # Within one index slot every route has the same host and path specificity.
+    return (-e.prio, e.idr)
+
+
+cdef _Entry _compile_route(route):
+    cdef _Entry e = _Entry.__new__(_Entry)
+    path_type = route.path_type
+    if path_type == "exact":
+        e.kind = KIND_EXACT
+    elif path_type == "prefix":
+        e.kind = KIND_PREFIX
+    elif path_type == "regex":
+        e.kind = KIND_REGEX
+    else:
+        raise ValueError(f"route {route.id!r}: unknown path_type {path_type!r}")
+    e.route = route
+    e.id = route.id
+    e.priority = route.priority
+    e.path = route.path
+    e.plen = len(e.path)
+    e.lit_ps = SPEC_EXACT if e.kind == KIND_EXACT else <int>e.plen + 1
+    e.strip = route.strip_prefix
+    exact = set()
+    suffixes = set()
+    for pattern in route.hosts:
+        if pattern.startswith("*."):
+            suffixes.add(_normalize(pattern[2:]))
+        else:
+            exact.add(_normalize(pattern))
+    e.exact_hosts = frozenset(exact)
+    e.wild_suffixes = frozenset(suffixes)
+    e.any_host = not route.hosts
+    e.methods = frozenset(route.methods) if route.methods else None
+    if route.headers:
+        e.header_names = tuple([name.lower() for name in route.headers])
+        e.header_values = tuple(route.headers.values())
+    if e.kind == KIND_REGEX:
+        try:
+            regex = re.compile(route.path)
+        except re.error as err:
+            raise ValueError(f"route {route.id!r}: invalid regex {route.path!r}: {err}") from err
+        e.rx_match = regex.match
+        if route.rewrite is not None:
+            e.rewrite = _compile_template(route.rewrite, regex.groups)
+    e.req_edits = compile_edits(route.request_headers)
+    e.resp_edits = compile_edits(route.response_headers)
+    return e
+
+
+@cython.final
+cdef class _Bucket:
+    # The routes reachable through one host key (an exact host, a wildcard suffix, or any).
+    cdef int hs  # host specificity of the key
+    cdef int max_prio  # best priority rank in the bucket: prunes the whole bucket
+    cdef dict exact  # path -> [_Entry] in precedence order; None when empty
+    cdef dict prefix  # prefix -> [_Entry] in precedence order; None when empty
+    cdef list regex  # [_Entry] in precedence order; None when empty
+    cdef Py_ssize_t nlens
+    cdef Py_ssize_t* lens  # distinct prefix lengths, longest first
+    cdef int* rest_max  # rest_max[i]: best priority rank among prefixes of length <= lens[i]
+
+    def __cinit__(self):
+        self.exact = {}
+        self.prefix = {}
+        self.regex = []
+        self.max_prio = -1
+
+    def __dealloc__(self):
+        free(self.lens)
+        free(self.rest_max)
+
+    cdef void add(self, _Entry e):
+        if e.kind == KIND_EXACT:
+            self.exact.setdefault(e.path, []).append(e)
+        elif e.kind == KIND_PREFIX:
+            self.prefix.setdefault(e.path, []).append(e)
+        else:
+            self.regex.append(e)
+        if e.prio > self.max_prio:
+            self.max_prio = e.prio
+
+    cdef int finish(self) except -1:
+        cdef Py_ssize_t i
+        cdef int best
+        best_at_length = {}
+        for group in self.exact.values():
+            group.sort(key=_precedence)
+        for prefix, group in self.prefix.items():
+            group.sort(key=_precedence)
+            length = len(prefix)
+            top = (<_Entry>group[0]).prio
+            if best_at_length.get(length, -1) < top:
+                best_at_length[length] = top
+        self.regex.sort(key=_precedence)
+        lengths = sorted(best_at_length, reverse=True)
+        self.nlens = len(lengths)
+        if self.nlens:
+            self.lens = <Py_ssize_t*>malloc(self.nlens * sizeof(Py_ssize_t))
+            self.rest_max = <int*>malloc(self.nlens * sizeof(int))
+            if self.lens == NULL or self.rest_max == NULL:
+                raise MemoryError()
+            best = -1
+            for i in range(self.nlens - 1, -1, -1):
+                self.lens[i] = lengths[i]
+                if best_at_length[lengths[i]] > best:
+                    best = best_at_length[lengths[i]]
+                self.rest_max[i] = best
+        if not self.exact:
+            self.exact = None
+        if not self.prefix:
+            self.prefix = None
+        if not self.regex:
+            self.regex = None
+        return 0
+
+
+# The best candidate found so far. `entry` is borrowed: entries are owned by the table.
+cdef struct _Best:
+    PyObject* entry
+    int prio
+    int hs
+    int ps
+    int idr
+
+
+cdef inline bint _beats(int prio, int hs, int ps, int idr, _Best* best) noexcept:
+    if best.entry == NULL:
+        return True
+    if prio != best.prio:
+        return prio > best.prio
+    if hs != best.hs:
+        return hs > best.hs
+    if ps != best.ps:
+        return ps > best.ps
+    return idr < best.idr
+
+
+cdef inline bint _may_beat(int prio, int hs, int ps, _Best* best) noexcept:
+    # Could a candidate with these ranks beat `best`, given a small enough id?
+    if best.entry == NULL:
+        return True
+    if prio != best.prio:
+        return prio > best.prio
+    if hs != best.hs:
+        return hs > best.hs
+    return ps >= best.ps
+
+
+cdef inline void _take(_Best* best, _Entry e, int hs, int ps) noexcept:
+    best.entry = <PyObject*>e
+    best.prio = e.prio
+    best.hs = hs
+    best.ps = ps
+    best.idr = e.idr
+
+
+# The predicates below are shared by match (which reaches candidates through the indexes) and
+# explain (which checks every route), as in the spec.
+
+cdef int _condition_failure(_Entry e, str method, object headers) except -2:
+    # 0: the method and header conditions accept the request; -1: the method is not allowed;
+    # k > 0: header condition k - 1 does not match.
+    cdef Py_ssize_t i, n
+    cdef PyObject* got
+    if e.methods is not None and method not in e.methods:
+        return -1
+    if e.header_names is None:
+        return 0
+    n = PyTuple_GET_SIZE(e.header_names)
+    if headers is None:
+        return 1
+    if type(headers) is dict:
+        for i in range(n):
+            got = PyDict_GetItem(headers, <object>PyTuple_GET_ITEM(e.header_names, i))
+            if got == NULL or <object>got != <object>PyTuple_GET_ITEM(e.header_values, i):
+                return <int>i + 1
+    else:
+        for i in range(n):
+            if headers.get(e.header_names[i]) != e.header_values[i]:
+                return <int>i + 1
+    return 0
+
+
+cdef str _failure_reason(_Entry e, int code, str method):
+    if code == -1:
+        return f"method {method} not allowed"
+    return f"header {e.header_names[code - 1]} does not match"
+
+
+cdef inline object _regex_match(_Entry e, str path):
+    return e.rx_match(path)
+
+
+cdef int _host_spec(_Entry e, str host):
+    # How specifically the route's hosts match `host` (normalised); -1 if they do not.
+    cdef Py_ssize_t n, i
+    if e.any_host:
+        return 0
+    if host in e.exact_hosts:
+        return SPEC_EXACT
+    if e.wild_suffixes:
+        n = PyUnicode_GET_LENGTH(host)
+        i = _next_label_dot(host, 1, n)
+        while i >= 0:
+            if PyUnicode_Substring(host, i + 1, n) in e.wild_suffixes:
+                return <int>(n - i - 1) + 1
+            i = _next_label_dot(host, i + 1, n)
+    return -1
+
+
+cdef int _literal_path_spec(_Entry e, str path):
+    if e.kind == KIND_EXACT:
+        return SPEC_EXACT if path == e.path else -1
+    return e.lit_ps if path.startswith(e.path) else -1
+
+
+cdef Match _make_match(_Entry e, str path, object found):
+    cdef Match r = Match.__new__(Match)
+    cdef str rest
+    r.route = e.route
+    r.request_edits = e.req_edits
+    r.response_edits = e.resp_edits
+    if e.kind == KIND_REGEX:
+        r.captures = found.groups("")
+        r.path = _expand(e.rewrite, found) if e.rewrite is not None else path
+        return r
+    r.captures = ()
+    if not e.strip:
+        r.path = path
+    elif e.kind == KIND_EXACT:
+        r.path = "/"
+    else:
+        rest = PyUnicode_Substring(path, e.plen, PyUnicode_GET_LENGTH(path))
+        if PyUnicode_GET_LENGTH(rest) and PyUnicode_READ(PyUnicode_KIND(rest), PyUnicode_DATA(rest), 0) == 47:
+            r.path = rest
+        else:
+            r.path = "/" + rest
+    return r
+
+
+cdef inline _Entry _first_allowed(list group, str method, object headers):
+    # The best route of a precedence-sorted group whose method/header conditions pass.
+    cdef Py_ssize_t i
+    cdef _Entry e
+    for i in range(PyList_GET_SIZE(group)):
+        e = <_Entry>PyList_GET_ITEM(group, i)
+        if e.methods is None and e.header_names is None:
+            return e
+        if _condition_failure(e, method, headers) == 0:
+            return e
+    return None
+
+
+cdef int _scan_literal(_Bucket b, str path, Py_ssize_t n, str method, object headers,
+                       _Best* best) except -1:
+    # Exact and prefix routes of one bucket: a dict lookup for the path and one per distinct
+    # prefix length, skipping what cannot beat `best`.
+    cdef PyObject* found
+    cdef _Entry e
+    cdef Py_ssize_t i, length
+    cdef int ps
+    if not _may_beat(b.max_prio, b.hs, SPEC_EXACT, best):
+        return 0
+    if b.exact is not None:
+        found = PyDict_GetItem(b.exact, path)
+        if found != NULL:
+            e = _first_allowed(<list>found, method, headers)
+            if e is not None and _beats(e.prio, b.hs, SPEC_EXACT, e.idr, best):
+                _take(best, e, b.hs, SPEC_EXACT)
+    for i in range(b.nlens):
+        length = b.lens[i]
+        if length > n:
+            continue
+        ps = <int>length + 1
+        # Shorter prefixes are less specific and rest_max bounds their priority: once they
+        # cannot beat the best, none after them can.
+        if not _may_beat(b.rest_max[i], b.hs, ps, best):
+            break
+        if length == n:
+            found = PyDict_GetItem(b.prefix, path)
+        else:
+            found = PyDict_GetItem(b.prefix, PyUnicode_Substring(path, 0, length))
+        if found != NULL:
+            e = _first_allowed(<list>found, method, headers)
+            if e is not None and _beats(e.prio, b.hs, ps, e.idr, best):
+                _take(best, e, b.hs, ps)
+    return 0
+
+
+cdef object _scan_regex(_Bucket b, str path, str method, object headers, _Best* best):
+    # Regex routes of one bucket that could still win, in precedence order; returns the
+    # re.Match when one becomes the best, else None.
+    cdef Py_ssize_t i
+    cdef _Entry e
+    for i in range(PyList_GET_SIZE(b.regex)):
+        e = <_Entry>PyList_GET_ITEM(b.regex, i)
+        if not _beats(e.prio, b.hs, 0, e.idr, best):
+            break  # the rest come later in precedence order: none of them can win either
+        if _condition_failure(e, method, headers) != 0:
+            continue
+        found = _regex_match(e, path)
+        if found is not None:
+            _take(best, e, b.hs, 0)
+            return found
+    return None
+
+
+# Buckets with regex routes are scanned after all literal routes, so that the best literal
+# match prunes them; more than this many (a pathological config) are scanned as they are met,
+# which gives the same answer with less pruning.
+cdef enum:
+    _MAX_REGEX_BUCKETS = 64
+
+
+cdef object _lookup(RouteTable t, str host, str path, str method, object headers):
+    cdef _Best best
+    cdef PyObject* found
+    cdef PyObject* regex_buckets[_MAX_REGEX_BUCKETS]
+    cdef Py_ssize_t nregex = 0, k
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(path)
+    cdef Py_ssize_t hn, i, slen
+    cdef _Bucket b
+    cdef object regex_found = None, got
+    best.entry = NULL
+
+    host = _normalize(host)
+    found = PyDict_GetItem(t._exact_hosts, host)
+    if found != NULL:
+        b = <_Bucket>found
+        _scan_literal(b, path, n, method, headers, &best)
+        if b.regex is not None:
+            regex_buckets[nregex] = found
+            nregex += 1
+
+    # A best match from the exact-host bucket has a more specific host than any wildcard, so
+    # the wildcards only matter when one of them has a higher priority.
+    if t._wildcards is not None and (best.entry == NULL or t._wild_max_prio > best.prio):
+        hn = PyUnicode_GET_LENGTH(host)
+        i = _next_label_dot(host, 1, hn)
+        while i >= 0:
+            slen = hn - i - 1
+            # Only slice out suffixes whose length some wildcard has.
+            if (t._wild_lens[slen] if slen < 256 else t._wild_long):
+                found = PyDict_GetItem(t._wildcards, PyUnicode_Substring(host, i + 1, hn))
+                if found != NULL:
+                    b = <_Bucket>found
+                    _scan_literal(b, path, n, method, headers, &best)
+                    if b.regex is not None:
+                        if nregex < _MAX_REGEX_BUCKETS:
+                            regex_buckets[nregex] = found
+                            nregex += 1
+                        else:
+                            got = _scan_regex(b, path, method, headers, &best)
+                            if got is not None:
+                                regex_found = got
+            i = _next_label_dot(host, i + 1, hn)
+
+    if t._any is not None:
+        b = t._any
+        _scan_literal(b, path, n, method, headers, &best)
+        if b.regex is not None:
+            if nregex < _MAX_REGEX_BUCKETS:
+                regex_buckets[nregex] = <PyObject*>b
+                nregex += 1
+            else:
+                got = _scan_regex(b, path, method, headers, &best)
+                if got is not None:
+                    regex_found = got
+
+    for k in range(nregex):
+        got = _scan_regex(<_Bucket>regex_buckets[k], path, method, headers, &best)
+        if got is not None:
+            regex_found = got
+
+    if best.entry == NULL:
+        return None
+    # regex_found belongs to the last regex route taken; it is only read if that is the best.
+    return _make_match(<_Entry>best.entry, path, regex_found)
+
+
+cdef class RouteTable:
+    """An immutable index of the enabled routes; build a new one to change the config."""
+
+    cdef tuple _routes
+    cdef list _entries
+    cdef dict _exact_hosts  # host -> _Bucket
+    cdef dict _wildcards  # suffix -> _Bucket; None when there are no wildcard hosts
+    cdef _Bucket _any  # None when no route takes any host
+    cdef int _wild_max_prio
+    cdef unsigned char _wild_lens[256]  # _wild_lens[n]: some wildcard suffix has length n
+    cdef bint _wild_long  # some wildcard suffix is 256 characters or longer
+
+    def __init__(self, routes):
+        cdef _Entry e
+        cdef _Bucket b
+        entries = [_compile_route(route) for route in routes if route.enabled]
+        ids = set()
+        for e in entries:
+            if e.id in ids:
+                # See the spec: the precedence order ends with the id.
+                raise ValueError(f"duplicate route id {e.id!r}")
+            ids.add(e.id)
+        prio_rank = {p: i for i, p in enumerate(sorted({e.priority for e in entries}))}
+        id_rank = {route_id: i for i, route_id in enumerate(sorted(ids))}
+        for e in entries:
+            e.prio = prio_rank[e.priority]
+            e.idr = id_rank[e.id]
+        self._entries = entries
+        self._routes = tuple([e.route for e in entries])
+
+        exact_hosts = {}
+        wildcards = {}
+        any_bucket = _Bucket()
+        any_bucket.hs = 0
+        memset(self._wild_lens, 0, sizeof(self._wild_lens))
+        self._wild_long = False
+        self._wild_max_prio = -1
+        for e in entries:
+            if e.any_host:
+                any_bucket.add(e)
+            for host in e.exact_hosts:
+                b = exact_hosts.get(host)
+                if b is None:
+                    b = exact_hosts[host] = _Bucket()
+                    b.hs = SPEC_EXACT
+                b.add(e)
+            for suffix in e.wild_suffixes:
+                b = wildcards.get(suffix)
+                if b is None:
+                    b = wildcards[suffix] = _Bucket()
+                    b.hs = <int>len(suffix) + 1
+                    if len(suffix) < 256:
+                        self._wild_lens[len(suffix)] = 1
+                    else:
+                        self._wild_long = True
+                b.add(e)
+                if e.prio > self._wild_max_prio:
+                    self._wild_max_prio = e.prio
+        for b in exact_hosts.values():
+            b.finish()
+        for b in wildcards.values():
+            b.finish()
+        any_bucket.finish()
+        self._exact_hosts = exact_hosts
+        self._wildcards = wildcards or None
+        self._any = any_bucket if any_bucket.max_prio >= 0 else None
+
+    def __len__(self):
+        return len(self._routes)
+
+    @property
+    def routes(self):
+        """The enabled routes, in the order given."""
+        return self._routes
+
+    def match(self, str host not None, str path not None, str method not None, headers=None):
+        """The winning route for a request, or None (the router answers 404)."""
+        return _lookup(self, host, path, method, headers)
+
+    def explain(self, str host not None, str path not None, str method not None, headers=None):
+        """Check every enabled route and say why each one did or did not win."""
+        cdef _Entry e, w
+        cdef int hs, ps, code
+        host = _normalize(host)
+        matched = []
+        failed = []
+        for e in self._entries:
+            hs = _host_spec(e, host)
+            if hs < 0:
+                failed.append(Candidate(e.id, False, "host does not match"))
+                continue
+            found = None
+            if e.kind == KIND_REGEX:
+                found = _regex_match(e, path)
+                ps = 0 if found is not None else -1
+            else:
+                ps = _literal_path_spec(e, path)
+            if ps < 0:
+                failed.append(Candidate(e.id, False, "path does not match"))
+                continue
+            code = _condition_failure(e, method, headers)
+            if code != 0:
+                failed.append(Candidate(e.id, False, _failure_reason(e, code, method)))
+                continue
+            matched.append((-e.prio, -hs, -ps, e.idr, e, found))
+
+        failed.sort(key=_candidate_id)
+        if not matched:
+            return Explanation(None, failed)
+        matched.sort(key=_found_key)
+        winner = matched[0]
+        w = winner[4]
+        candidates = [Candidate(w.id, True, "winner")]
+        for item in matched[1:]:
+            e = item[4]
+            if e.prio != w.prio:
+                reason = f"lower priority ({e.priority} < {w.priority})"
+            elif item[1] != winner[1]:
+                reason = "less specific host"
+            elif item[2] != winner[2]:
+                reason = "less specific path"
+            else:
+                reason = "larger id"
+            candidates.append(Candidate(e.id, True, reason))
+        return Explanation(_make_match(w, path, winner[5]), candidates + failed)
+
+
+def _candidate_id(Candidate c):
+    return c.route_id
+
+
+def _found_key(tuple item):
+    return item[:4]
+
+
+# ---------------------------------------------------------------------------- head building
+
+cdef enum:
+    H_KEEP = 0
+    H_DROP = 1
+    H_CONNECTION = 2
+    H_XFF = 3
+    H_VIA = 4
+
+
+cdef inline bint _ieq_lit(const unsigned char* s, Py_ssize_t n, const char* lowered) noexcept:
+    # s[:n] equals the lower-case ASCII `lowered` (of length n), ignoring ASCII case.
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
+        c = s[i]
+        if c >= 65 and c <= 90:
+            c += 32
+        if c != <unsigned char>lowered[i]:
+            return False
+    return True
+
+
+cdef inline bint _ieq(const unsigned char* s, Py_ssize_t n, bytes lowered) noexcept:
+    if PyBytes_GET_SIZE(lowered) != n:
+        return False
+    return _ieq_lit(s, n, PyBytes_AS_STRING(lowered))
+
+
+cdef int _classify(const unsigned char* s, Py_ssize_t n, bint request) noexcept:
+    # What to do with a received header, by name (the spec's drop sets, as a switch on length).
+    if n >= 6 and _ieq_lit(s, 6, b"proxy-"):
+        return H_DROP
+    if n == 2:
+        if _ieq_lit(s, 2, b"te"):
+            return H_DROP
+    elif n == 3:
+        if request and _ieq_lit(s, 3, b"via"):
+            return H_VIA
+    elif n == 4:
+        if request and _ieq_lit(s, 4, b"host"):
+            return H_DROP
+    elif n == 7:
+        if _ieq_lit(s, 7, b"upgrade") or _ieq_lit(s, 7, b"trailer"):
+            return H_DROP
+    elif n == 10:
+        if _ieq_lit(s, 10, b"connection"):
+            return H_CONNECTION
+        if _ieq_lit(s, 10, b"keep-alive"):
+            return H_DROP
+    elif n == 14:
+        if _ieq_lit(s, 14, b"content-length"):
+            return H_DROP
+    elif n == 15:
+        if request and _ieq_lit(s, 15, b"x-forwarded-for"):
+            return H_XFF
+    elif n == 16:
+        if request and _ieq_lit(s, 16, b"x-forwarded-host"):
+            return H_DROP
+    elif n == 17:
+        if _ieq_lit(s, 17, b"transfer-encoding"):
+            return H_DROP
+        if request and _ieq_lit(s, 17, b"x-forwarded-proto"):
+            return H_DROP
+    return H_KEEP
+
+
+cdef inline const unsigned char* _ptr(bytes data) noexcept:
+    return <const unsigned char*>PyBytes_AS_STRING(data)
+
+
+cdef inline tuple _pair(object item):
+    # One received header as (name, value), both bytes.
+    cdef bytes name, value
+    if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
+        name = <object>PyTuple_GET_ITEM(item, 0)
+        value = <object>PyTuple_GET_ITEM(item, 1)
+    else:
+        name, value = item
+    if name is None or value is None:
+        raise TypeError("header names and values must be bytes")
+    return (name, value)
+
+
+cdef list _connection_tokens(object seq, Py_ssize_t count, bint request):
+    # The lower-cased names listed in every Connection header, or None. Names the builder
+    # drops anyway (keep-alive, upgrade, ...) are left out: listing them changes nothing.
+    cdef list tokens = None
+    cdef Py_ssize_t i, j, start, end, n
+    cdef const unsigned char* p
+    cdef bytes name, value, token
+    cdef char* q
+    cdef Py_ssize_t k
+    for i in range(count):
+        name, value = _pair(<object>PySequence_Fast_GET_ITEM(seq, i))
+        if _classify(_ptr(name), PyBytes_GET_SIZE(name), request) != H_CONNECTION:
+            continue
+        p = _ptr(value)
+        n = PyBytes_GET_SIZE(value)
+        j = 0
+        while j <= n:
+            start = j
+            while j < n and p[j] != 44:  # ','
+                j += 1
+            end = j
+            j += 1
+            while start < end and (p[start] == 32 or p[start] == 9):
+                start += 1
+            while end > start and (p[end - 1] == 32 or p[end - 1] == 9):
+                end -= 1
+            if end == start:
+                continue
+            if _classify(p + start, end - start, request) != H_KEEP:
+                continue
+            token = PyBytes_FromStringAndSize(<const char*>(p + start), end - start)
+            q = PyBytes_AS_STRING(token)  # a new object nobody else has seen: lower in place
+            for k in range(end - start):
+                if q[k] >= 65 and q[k] <= 90:
+                    q[k] = q[k] + 32
+            if tokens is None:
+                tokens = []
+            tokens.append(token)
+    return tokens
+
+
+cdef inline bint _listed(list tokens, bytes name) noexcept:
+    cdef Py_ssize_t i
+    for i in range(PyList_GET_SIZE(tokens)):
+        if _ieq(_ptr(name), PyBytes_GET_SIZE(name), <bytes>PyList_GET_ITEM(tokens, i)):
+            return True
+    return False
+
+
+# The output buffer: starts on the caller's stack, moves to the heap if a head outgrows it.
+cdef struct _Buf:
+    char* data
+    Py_ssize_t len
+    Py_ssize_t cap
+    bint heap
+
+
+cdef int _grow(_Buf* b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t cap = b.cap * 2
+    cdef char* data
+    while cap < b.len + extra:
+        cap *= 2
+    data = <char*>malloc(cap)
+    if data == NULL:
+        raise MemoryError()
+    memcpy(data, b.data, b.len)
+    if b.heap:
+        free(b.data)
+    b.data = data
+    b.cap = cap
+    b.heap = True
+    return 0
+
+
+cdef inline int _put(_Buf* b, const char* s, Py_ssize_t n) except -1:
+    if n > b.cap - b.len:
+        _grow(b, n)
+    memcpy(b.data + b.len, s, n)
+    b.len += n
+    return 0
+
+
+cdef inline int _put_bytes(_Buf* b, bytes s) except -1:
+    return _put(b, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
+
+
+cdef int _put_scrubbed(_Buf* b, bytes s) except -1:
+    # Copies s without CR/LF/NUL (request line, status line).
+    cdef const unsigned char* p = _ptr(s)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(s), i
+    cdef unsigned char c
+    if n > b.cap - b.len:
+        _grow(b, n)
+    for i in range(n):
+        c = p[i]
+        if c != 13 and c != 10 and c != 0:
+            b.data[b.len] = <char>c
+            b.len += 1
+    return 0
+
+
+cdef int _put_int(_Buf* b, long long value) except -1:
+    cdef char digits[24]
+    cdef int i = 24
+    cdef bint negative = value < 0
+    # Unsigned arithmetic: negating LLONG_MIN as a signed value would overflow.
+    cdef unsigned long long u = (<unsigned long long>0 - <unsigned long long>value) if negative else <unsigned long long>value
+    while True:
+        i -= 1
+        digits[i] = <char>(48 + u % 10)
+        u //= 10
+        if u == 0:
+            break
+    if negative:
+        i -= 1
+        digits[i] = 45  # '-'
+    return _put(b, digits + i, 24 - i)
+
+
+cdef inline int _put_line(_Buf* b, bytes name, bytes value) except -1:
+    _put_bytes(b, name)
+    _put(b, b": ", 2)
+    _put_bytes(b, value)
+    _put(b, b"\r\n", 2)
+    return 0
+
+
+cdef int _write(_Buf* b, bytes name, bytes value, Edits edits, unsigned char* done) except -1:
+    # Writes one header, applying the route's remove / set edits to it in passing: a removed
+    # name is skipped, the first header of a "set" name is replaced by the set value and any
+    # later one skipped. The "set" headers never met and the "add" ones follow in _write_tail.
+    # Equivalent to the spec's remove-then-set-then-add passes over the finished list.
+    cdef Py_ssize_t j, n
+    cdef const unsigned char* p
+    if edits is not None and edits.filters:
+        p = _ptr(name)
+        n = PyBytes_GET_SIZE(name)
+        for j in range(PyTuple_GET_SIZE(edits.remove_l)):
+            if _ieq(p, n, <bytes>PyTuple_GET_ITEM(edits.remove_l, j)):
+                return 0
+        for j in range(PyTuple_GET_SIZE(edits.set_l)):
+            if _ieq(p, n, <bytes>PyTuple_GET_ITEM(edits.set_l, j)):
+                if not done[j]:
+                    done[j] = 1
+                    _put_line(b, <bytes>PyTuple_GET_ITEM(edits.set_n, j),
+                              <bytes>PyTuple_GET_ITEM(edits.set_v, j))
+                return 0
+    return _put_line(b, name, value)
+
+
+cdef int _write_tail(_Buf* b, Edits edits, unsigned char* done) except -1:
+    cdef Py_ssize_t j
+    if edits is None:
+        return 0
+    for j in range(PyTuple_GET_SIZE(edits.set_l)):
+        if not done[j]:
+            _put_line(b, <bytes>PyTuple_GET_ITEM(edits.set_n, j),
+                      <bytes>PyTuple_GET_ITEM(edits.set_v, j))
+    for j in range(PyTuple_GET_SIZE(edits.add_n)):
+        _put_line(b, <bytes>PyTuple_GET_ITEM(edits.add_n, j),
+                  <bytes>PyTuple_GET_ITEM(edits.add_v, j))
+    return 0
+
+
+cdef int _put_framing(_Buf* b, object content_length, bint chunked) except -1:
+    if content_length is not None:
+        _put(b, b"Content-Length: ", 16)
+        _put_int(b, content_length)
+        _put(b, b"\r\n", 2)
+    elif chunked:
+        _put(b, b"Transfer-Encoding: chunked\r\n", 28)
+    return 0
+
+
+cdef enum:
+    _STACK_BUF = 2048  # bytes of head built on the stack before moving to the heap
+    _STACK_DONE = 32  # route "set" edits tracked on the stack
+
+
+def build_request_head(bytes method not None, bytes target not None, headers, *,
+                       bytes host not None, bytes client_ip not None, bytes proto not None,
+                       bytes forwarded_host not None, Edits edits, bytes upgrade,
+                       content_length, bint chunked):
+    """The head to send upstream (see `_fastpath_py.build_request_head`)."""
+    cdef char stack[_STACK_BUF]
+    cdef unsigned char done_stack[_STACK_DONE]
+    cdef unsigned char* done = done_stack
+    cdef _Buf b
+    cdef Py_ssize_t i, count, nset = 0
+    cdef bytes name, value
+    cdef list listed, forwarded_for = None, via = None
+    cdef int kind
+    b.data = stack
+    b.len = 0
+    b.cap = _STACK_BUF
+    b.heap = False
+
+    seq = PySequence_Fast(headers, "headers must be a sequence of (name, value) pairs")
+    count = PySequence_Fast_GET_SIZE(seq)
+    listed = _connection_tokens(seq, count, True)
+    if edits is not None:
+        if edits.empty:
+            edits = None
+        else:
+            nset = PyTuple_GET_SIZE(edits.set_l)
+            if nset > _STACK_DONE:
+                done = <unsigned char*>malloc(nset)
+                if done == NULL:
+                    raise MemoryError()
+            memset(done, 0, nset)
+    try:
+        _put_scrubbed(&b, method)
+        _put(&b, b" ", 1)
+        _put_scrubbed(&b, target)
+        _put(&b, b" HTTP/1.1\r\n", 11)
+        _write(&b, b"Host", _scrubbed(host), edits, done)
+        for i in range(count):
+            name, value = _pair(<object>PySequence_Fast_GET_ITEM(seq, i))
+            kind = _classify(_ptr(name), PyBytes_GET_SIZE(name), True)
+            if kind == H_DROP or kind == H_CONNECTION:
+                continue
+            if not _clean_bytes(name) or not _clean_bytes(value):
+                continue
+            if listed is not None and _listed(listed, name):
+                continue
+            if kind == H_XFF:
+                if PyBytes_GET_SIZE(value):
+                    if forwarded_for is None:
+                        forwarded_for = []
+                    forwarded_for.append(value)
+            elif kind == H_VIA:
+                if PyBytes_GET_SIZE(value):
+                    if via is None:
+                        via = []
+                    via.append(value)
+            else:
+                _write(&b, name, value, edits, done)
+        if forwarded_for is None:
+            _write(&b, b"X-Forwarded-For", _scrubbed(client_ip), edits, done)
+        else:
+            forwarded_for.append(_scrubbed(client_ip))
+            _write(&b, b"X-Forwarded-For", b", ".join(forwarded_for), edits, done)
+        _write(&b, b"X-Forwarded-Proto", _scrubbed(proto), edits, done)
+        _write(&b, b"X-Forwarded-Host", _scrubbed(forwarded_host), edits, done)
+        if via is None:
+            _write(&b, b"Via", b"1.1 minirouter", edits, done)
+        else:
+            via.append(b"1.1 minirouter")
+            _write(&b, b"Via", b", ".join(via), edits, done)
+        _put_framing(&b, content_length, chunked)
+        if upgrade is not None:
+            _put(&b, b"Upgrade: ", 9)
+            _put_scrubbed(&b, upgrade)
+            _put(&b, b"\r\nConnection: upgrade\r\n", 23)
+        _write_tail(&b, edits, done)
+        _put(&b, b"\r\n", 2)
+        return PyBytes_FromStringAndSize(b.data, b.len)
+    finally:
+        if b.heap:
+            free(b.data)
+        if done != done_stack:
+            free(done)
+
+
+def build_response_head(int status, bytes reason not None, headers, *, Edits edits,
+                        bint keep_alive, bytes upgrade, content_length, bint chunked):
+    """The head to send to the client (see `_fastpath_py.build_response_head`)."""
+    cdef char stack[_STACK_BUF]
+    cdef unsigned char done_stack[_STACK_DONE]
+    cdef unsigned char* done = done_stack
+    cdef _Buf b
+    cdef Py_ssize_t i, count, nset = 0
+    cdef bytes name, value
+    cdef list listed
+    cdef int kind
+    b.data = stack
+    b.len = 0
+    b.cap = _STACK_BUF
+    b.heap = False
+
+    seq = PySequence_Fast(headers, "headers must be a sequence of (name, value) pairs")
+    count = PySequence_Fast_GET_SIZE(seq)
+    listed = _connection_tokens(seq, count, False)
+    if edits is not None:
+        if edits.empty:
+            edits = None
+        else:
+            nset = PyTuple_GET_SIZE(edits.set_l)
+            if nset > _STACK_DONE:
+                done = <unsigned char*>malloc(nset)
+                if done == NULL:
+                    raise MemoryError()
+            memset(done, 0, nset)
+    try:
+        _put(&b, b"HTTP/1.1 ", 9)
+        _put_int(&b, status)
+        _put(&b, b" ", 1)
+        _put_scrubbed(&b, reason)
+        _put(&b, b"\r\n", 2)
+        for i in range(count):
+            name, value = _pair(<object>PySequence_Fast_GET_ITEM(seq, i))
+            kind = _classify(_ptr(name), PyBytes_GET_SIZE(name), False)
+            if kind == H_DROP or kind == H_CONNECTION:
+                continue
+            if not _clean_bytes(name) or not _clean_bytes(value):
+                continue
+            if listed is not None and _listed(listed, name):
+                continue
+            _write(&b, name, value, edits, done)
+        _put_framing(&b, content_length, chunked)
+        if upgrade is not None:
+            _put(&b, b"Connection: upgrade\r\nUpgrade: ", 30)
+            _put_scrubbed(&b, upgrade)
+            _put(&b, b"\r\n", 2)
+        elif not keep_alive:
+            _put(&b, b"Connection: close\r\n", 19)
+        _write_tail(&b, edits, done)
+        _put(&b, b"\r\n", 2)
+        return PyBytes_FromStringAndSize(b.data, b.len)
+    finally:
+        if b.heap:
+            free(b.data)
+        if done != done_stack:
+            free(done)

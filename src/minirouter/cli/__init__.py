@@ -1,0 +1,116 @@
+"""The `minirouter` command: run the parts, manage the config, debug routing."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from minirouter import __version__
+from minirouter.config import CoreSettings, Limits, parse_address, parse_size
+
+
+def _address(_ctx: click.Context, _param: click.Parameter, value: object) -> object:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, tuple):
+            return [parse_address(v) for v in value]
+        return parse_address(str(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "MINIROUTER"})
+@click.version_option(__version__, prog_name="minirouter")
+def main() -> None:
+    """minirouter: a dynamically configurable HTTP/TCP reverse-proxy router."""
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="YAML/JSON file of upstreams and routes; reloaded on SIGHUP or when it changes.",
+)
+@click.option(
+    "--listen",
+    multiple=True,
+    default=("127.0.0.1:8080",),
+    show_default=True,
+    callback=_address,
+    help="HOST:PORT to serve HTTP on (repeatable).",
+)
+@click.option("--admin", callback=_address, help="HOST:PORT for /healthz and /metrics.")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option(
+    "--access-log", type=click.Choice(["text", "json", "off"]), default="text", show_default=True
+)
+@click.option("--access-log-file", type=click.Path(dir_okay=False), help="Default: stdout.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.option("--max-body-size", default="1m", show_default=True, callback=_size, help="0 = unlimited.")
+@click.option("--max-request-line", type=click.IntRange(64), default=8192, show_default=True)
+@click.option("--max-header-size", type=click.IntRange(256), default=32768, show_default=True)
+@click.option("--max-headers", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--header-timeout", type=click.FloatRange(0.001), default=60.0, show_default=True)
+@click.option("--keepalive-timeout", type=click.FloatRange(0.001), default=75.0, show_default=True)
+@click.option("--shutdown-timeout", type=click.FloatRange(0), default=30.0, show_default=True)
+def core(
+    config_path: Path,
+    listen: list[tuple[str, int]],
+    admin: tuple[str, int] | None,
+    workers: int,
+    access_log: str,
+    access_log_file: str | None,
+    log_level: str,
+    max_body_size: int,
+    max_request_line: int,
+    max_header_size: int,
+    max_headers: int,
+    header_timeout: float,
+    keepalive_timeout: float,
+    shutdown_timeout: float,
+) -> None:
+    """Run the data plane: proxy HTTP traffic by the routes in --config."""
+    from minirouter.core.server import run
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    settings = CoreSettings(
+        config_path=config_path,
+        listen=list(listen),
+        admin=admin,
+        workers=workers,
+        access_log=access_log,
+        access_log_file=access_log_file,
+        log_level=log_level,
+        shutdown_timeout=shutdown_timeout,
+        limits=Limits(
+            max_body_size=max_body_size,
+            max_request_line=max_request_line,
+            max_header_size=max_header_size,
+            max_headers=max_headers,
+            header_timeout=header_timeout,
+            keepalive_timeout=keepalive_timeout,
+        ),
+    )
+    sys.exit(run(settings))

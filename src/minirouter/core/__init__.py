@@ -1,0 +1,1 @@
+"""The data plane: listeners, proxying, upstream pools, balancing, health checks, metrics."""

@@ -1,0 +1,225 @@
+"""Per-process counters, gauges and histograms, rendered as Prometheus text (format 0.0.4).
+
+The proxy calls the recording methods on every request, so they are plain dict updates keyed by
+tuples and a bisect into a fixed bucket list; all formatting happens in `render()`, which only
+runs when something scrapes the admin listener. Single-threaded by design: one `Metrics` per
+worker process, used from its event loop only.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+__all__ = ["CONTENT_TYPE", "DEFAULT_BUCKETS", "Histogram", "Metrics"]
+
+PREFIX = "minirouter_"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Prometheus client defaults: from 5 ms (a local upstream) to 10 s (the slow tail).
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class Histogram:
+    """Observations of one label set: per-bucket (not cumulative) counts, sum and count."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        # One slot per finite bound plus the +Inf slot; cumulated only when rendered.
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (le means <=).
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[int]:
+        out: list[int] = []
+        running = 0
+        for c in self.counts:
+            running += c
+            out.append(running)
+        return out
+
+
+def escape_label(value: str) -> str:
+    """A label value as the text format wants it: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """A sample value (or `le` bound) the way Prometheus clients print it."""
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return repr(float(value))
+
+
+def _labels(names: Sequence[str], values: Iterable[object]) -> str:
+    pairs = [f'{n}="{escape_label(str(v))}"' for n, v in zip(names, values, strict=True)]
+    return "{" + ",".join(pairs) + "}" if pairs else ""
+
+
+class Metrics:
+    """Everything one router process reports on /metrics."""
+
+    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+        self.buckets: tuple[float, ...] = tuple(sorted(buckets))
+        self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
+        self.request_durations: dict[str, Histogram] = {}
+        self.upstream_latencies: dict[str, Histogram] = {}
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.open_connections = 0
+        self.config_revision = 0
+        # Both results exist from the start so that rate() works before the first error.
+        self.config_reloads: dict[str, int] = {"ok": 0, "error": 0}
+        self.target_up: dict[tuple[str, str], int] = {}
+        self.upstream_failures: defaultdict[tuple[str, str], int] = defaultdict(int)
+
+    # -- per request (hot path) ------------------------------------------------
+
+    def request_done(
+        self, route_id: str, status: int, duration: float, bytes_in: int, bytes_out: int
+    ) -> None:
+        """One request answered; route_id "" for the router's own answers (no route matched)."""
+        self.requests[(route_id, status)] += 1
+        hist = self.request_durations.get(route_id)
+        if hist is None:
+            hist = self.request_durations[route_id] = Histogram(self.buckets)
+        hist.observe(duration)
+        self.bytes_received += bytes_in
+        self.bytes_sent += bytes_out
+
+    def upstream_response(self, upstream_id: str, seconds: float) -> None:
+        """Time from sending the request head to receiving the response head."""
+        hist = self.upstream_latencies.get(upstream_id)
+        if hist is None:
+            hist = self.upstream_latencies[upstream_id] = Histogram(self.buckets)
+        hist.observe(seconds)
+
+    def upstream_failure(self, upstream_id: str, target: str) -> None:
+        self.upstream_failures[(upstream_id, target)] += 1
+
+    def connection_opened(self) -> None:
+        self.open_connections += 1
+
+    def connection_closed(self) -> None:
+        if self.open_connections > 0:
+            self.open_connections -= 1
+
+    # -- occasional ------------------------------------------------------------
+
+    def set_revision(self, rev: int) -> None:
+        self.config_revision = rev
+
+    def reload(self, ok: bool) -> None:
+        self.config_reloads["ok" if ok else "error"] += 1
+
+    def set_target_up(self, upstream: str, target: str, up: bool) -> None:
+        self.target_up[(upstream, target)] = 1 if up else 0
+
+    def forget_target(self, upstream: str, target: str) -> None:
+        """Drop the series of a target that left the config (it would report stale values)."""
+        self.target_up.pop((upstream, target), None)
+        self.upstream_failures.pop((upstream, target), None)
+
+    # -- exposition ------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """All metrics in the Prometheus text exposition format 0.0.4."""
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_text: str) -> str:
+            full = PREFIX + name
+            out.append(f"# HELP {full} {_escape_help(help_text)}")
+            out.append(f"# TYPE {full} {kind}")
+            return full
+
+        def samples(
+            name: str, label_names: Sequence[str], data: Iterable[tuple[tuple[object, ...], float]]
+        ) -> None:
+            for values, value in sorted(data, key=lambda kv: tuple(str(v) for v in kv[0])):
+                out.append(f"{name}{_labels(label_names, values)} {format_value(value)}")
+
+        def histograms(name: str, label: str, data: dict[str, Histogram]) -> None:
+            for key in sorted(data):
+                hist = data[key]
+                base = f'{label}="{escape_label(key)}"'
+                cumulative = hist.cumulative()
+                for bound, count in zip((*hist.bounds, math.inf), cumulative, strict=True):
+                    out.append(f'{name}_bucket{{{base},le="{format_value(bound)}"}} {count}')
+                out.append(f"{name}_sum{{{base}}} {format_value(hist.sum)}")
+                out.append(f"{name}_count{{{base}}} {cumulative[-1]}")
+
+        name = family("requests_total", "counter", "HTTP requests answered, by route and status.")
+        samples(name, ("route", "status"), self.requests.items())
+
+        name = family(
+            "request_duration_seconds", "histogram", "Time to answer a request, by route."
+        )
+        histograms(name, "route", self.request_durations)
+
+        name = family(
+            "upstream_latency_seconds",
+            "histogram",
+            "Time from sending a request upstream to receiving the response head.",
+        )
+        histograms(name, "upstream", self.upstream_latencies)
+
+        name = family("bytes_received_total", "counter", "Bytes received from clients.")
+        out.append(f"{name} {self.bytes_received}")
+        name = family("bytes_sent_total", "counter", "Bytes sent to clients.")
+        out.append(f"{name} {self.bytes_sent}")
+
+        name = family("open_connections", "gauge", "Client connections currently open.")
+        out.append(f"{name} {self.open_connections}")
+
+        name = family("config_revision", "gauge", "Config revision currently applied.")
+        out.append(f"{name} {self.config_revision}")
+
+        name = family("config_reloads_total", "counter", "Config reloads, by result.")
+        samples(name, ("result",), (((k,), v) for k, v in self.config_reloads.items()))
+
+        name = family(
+            "upstream_target_up", "gauge", "Whether a target passes its health checks (1) or not."
+        )
+        samples(name, ("upstream", "target"), self.target_up.items())
+
+        name = family(
+            "upstream_failures_total",
+            "counter",
+            "Failed attempts to get a response from a target.",
+        )
+        samples(name, ("upstream", "target"), self.upstream_failures.items())
+
+        out.append("")
+        return "\n".join(out).encode("utf-8")

@@ -1,0 +1,960 @@
+"""The client side of the data plane: one `ClientProtocol` per client connection.
+
+The protocol owns its request parser and the per-connection state (transport,
+flow control, timers, the queue of pipelined requests). Each request gets a
+`RequestCycle` that holds the per-request state and talks to one upstream
+connection. Responses are written strictly in request order: only the cycle at
+the head of the queue writes; later ones wait with their (bounded) body bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from minirouter import fastpath
+from minirouter.core import responses
+from minirouter.core import upstream as pool
+
+if TYPE_CHECKING:
+    from minirouter.core.balancer import Balancer, TargetState
+    from minirouter.core.state import RouterState
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+
+# Reasons for not reading from the client; reading resumes when none is left.
+PAUSE_PIPELINE = 1  # a later request is queued behind the one in flight
+PAUSE_UPSTREAM = 2  # the upstream's write buffer is full
+PAUSE_BUFFER = 4  # body bytes wait for an upstream connection
+PAUSE_DEAD = 8  # the parser failed; nothing more will be read
+
+# Body bytes held for a request whose upstream is not connected yet.
+BUFFER_LIMIT = 64 * 1024
+
+# $name or ${name} in a redirect template.
+_TEMPLATE_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+class _HeadTooLarge(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class ReadGate:
+    """Pauses reading a transport while any reason holds, resumes when none does."""
+
+    __slots__ = ("reasons", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.reasons = 0
+
+    def pause(self, reason: int) -> None:
+        if not self.reasons:
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+        self.reasons |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.reasons & reason:
+            self.reasons &= ~reason
+            if not self.reasons and not self.transport.is_closing():
+                with contextlib.suppress(RuntimeError):
+                    self.transport.resume_reading()
+
+
+class ClientProtocol(asyncio.Protocol):
+    """One client connection: parsing, pipelining, timers, flow control."""
+
+    def __init__(self, state: RouterState, scheme: bytes = b"http") -> None:
+        self.state = state
+        self.loop = state.loop
+        self.limits = state.limits
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.gate: ReadGate | None = None
+        self.client_ip = ""
+        self.client_ip_b = b""
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[RequestCycle] = deque()  # [0] is the one responding
+        self.parsing: RequestCycle | None = None  # the request whose bytes are being parsed
+        self.closed = False
+        self.write_paused = False
+        self.upgraded: RequestCycle | None = None  # every byte now belongs to this tunnel
+        self._in_head = False
+        self._head_bytes = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_size = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        self.gate = ReadGate(transport)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        self.client_ip_b = self.client_ip.encode("ascii", "replace")
+        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+        self.state.connections.add(self)
+        self.state.metrics.connection_opened()
+        self._arm(self.limits.header_timeout, self._on_header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._disarm()
+        self.state.connections.discard(self)
+        self.state.metrics.connection_closed()
+        for cycle in self.queue:
+            cycle.client_gone()
+        self.queue.clear()
+        self.parsing = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded is not None:
+            self.upgraded.client_tunnel_data(data)
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_request_line + self.limits.max_header_size + 4:
+                # httptools buffers a header line until it is complete: cut it off here.
+                self._parse_failed(431 if self._url else 414)
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            cycle = self.parsing
+            offset = exc.args[0] if exc.args else len(data)
+            if cycle is not None and cycle.upgrade is not None:
+                self.upgraded = cycle
+                cycle.client_tunnel_data(data[offset:])
+            else:
+                self._parse_failed(400)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._parse_failed(cause.status if isinstance(cause, _HeadTooLarge) else 400)
+        except httptools.HttpParserError:
+            self._parse_failed(400)
+
+    def eof_received(self) -> bool | None:
+        if self.upgraded is not None:
+            return self.upgraded.client_tunnel_eof()
+        # A client that half-closes after its request still gets its answers.
+        return bool(self.queue)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.queue:
+            self.queue[0].client_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.queue:
+            self.queue[0].client_resume_writing()
+
+    # -- httptools callbacks -----------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._url = b""
+        self._headers = []
+        self._header_size = 0
+        if not self.queue:
+            self._arm(self.limits.header_timeout, self._on_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limits.max_request_line:
+            raise _HeadTooLarge(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._header_size += len(name) + len(value) + 4
+        if (
+            self._header_size > self.limits.max_header_size
+            or len(self._headers) > self.limits.max_headers
+        ):
+            raise _HeadTooLarge(431)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self.parser
+        cycle = RequestCycle(
+            self,
+            parser.get_method(),
+            self._url,
+            self._headers,
+            parser.get_http_version(),
+            bool(parser.should_keep_alive()),
+            bool(parser.should_upgrade()),
+        )
+        self.parsing = cycle
+        self.queue.append(cycle)
+        if len(self.queue) == 1:
+            self._disarm()
+            cycle.run()
+        else:
+            # Pipelined: answer in order; read no further until it is this one's turn.
+            assert self.gate is not None
+            self.gate.pause(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        if self.parsing is not None:
+            self.parsing.client_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        if cycle is not None:
+            self.parsing = None
+            cycle.client_complete()
+
+    # -- used by cycles ----------------------------------------------------
+
+    def cycle_done(self, cycle: RequestCycle, keep_alive: bool) -> None:
+        """The head of the queue finished its response (and its request was read)."""
+        if self.queue and self.queue[0] is cycle:
+            self.queue.popleft()
+        if self.closed:
+            return
+        if not keep_alive or self.state.shutting_down:
+            self.close()
+            return
+        if self.queue:
+            nxt = self.queue[0]
+            if len(self.queue) == 1 and self.gate is not None:
+                self.gate.resume(PAUSE_PIPELINE)
+            nxt.run()
+        elif self._in_head:
+            self._arm(self.limits.header_timeout, self._on_header_timeout)
+        else:
+            self._arm(self.limits.keepalive_timeout, self.close)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._disarm()
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def idle(self) -> bool:
+        """No request in progress (used by graceful shutdown)."""
+        return not self.queue and not self._in_head
+
+    # -- errors and timers -------------------------------------------------
+
+    def _parse_failed(self, status: int) -> None:
+        # The stream cannot be trusted past this point: answer once (in order), then close.
+        assert self.gate is not None
+        self.gate.pause(PAUSE_DEAD)
+        self._in_head = False
+        cycle = self.parsing
+        if cycle is not None and not cycle.request_complete:
+            # The broken bytes were inside a request being forwarded.
+            self.parsing = None
+            cycle.client_broke()
+            return
+        if not self.queue:
+            self._send_error_and_close(status)
+        else:
+            self.queue.append(RequestCycle.failed(self, status))
+
+    def _send_error_and_close(self, status: int) -> None:
+        self.state.metrics.request_done("", status, 0.0, 0, 0)
+        self.write(responses.error(status, close=True))
+        self.close()
+
+    def _on_header_timeout(self) -> None:
+        self._timer = None
+        if self.queue:
+            return
+        if self._in_head or self._head_bytes:
+            self._send_error_and_close(408)
+        else:
+            self.close()
+
+    def _arm(self, delay: float, callback: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay, callback)  # type: ignore[arg-type]
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class RequestCycle:
+    """One request: routing, the upstream exchange, and its response to the client."""
+
+    def __init__(
+        self,
+        proto: ClientProtocol,
+        method: bytes,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        version: str,
+        keep_alive: bool,
+        wants_upgrade: bool,
+    ) -> None:
+        self.proto = proto
+        self.state = proto.state
+        self.method_b = method
+        self.method = method.decode("ascii", "replace")
+        self.url = url
+        self.headers = headers
+        self.version = version
+        self.keep_alive = keep_alive
+        self.started = time.monotonic()
+        self.error_status = 0  # set for a placeholder that only answers an error
+        # Request framing, from the headers httptools has already validated.
+        self.host_b = b""
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect: bytes | None = None
+        self.upgrade: bytes | None = None
+        host_count = 0
+        for name, value in headers:
+            n = len(name)
+            if n == 4 and name.lower() == b"host":
+                self.host_b = value
+                host_count += 1
+            elif n == 14 and name.lower() == b"content-length":
+                self.content_length = int(value)
+            elif n == 17 and name.lower() == b"transfer-encoding":
+                self.chunked = True
+            elif n == 6 and name.lower() == b"expect":
+                self.expect = value
+            elif n == 7 and name.lower() == b"upgrade":
+                self.upgrade = value.strip()
+        if not wants_upgrade:
+            self.upgrade = None
+        self.host_count = host_count
+        # Progress.
+        self.request_complete = False
+        self.body_received = 0
+        self.pending: list[bytes] = []  # framed body bytes waiting for an upstream
+        self.pending_size = 0
+        self.discard_body = False
+        self.match: fastpath.Match | None = None
+        self.balancer: Balancer | None = None
+        self.target: TargetState | None = None
+        self.tried: list[TargetState] = []
+        self.conn: pool.UpstreamConnection | None = None
+        self.connecting: asyncio.Task[pool.UpstreamConnection] | None = None
+        self.head_sent = False  # request head written upstream
+        self.stale_retry = False
+        self.response_started = False
+        self.response_done = False
+        self.response_chunked = False
+        self.close_delimited = False
+        self.interim = False
+        self.status = 0
+        self.bytes_sent = 0
+        self.upstream_started = 0.0
+        self.tunnel_buffer: list[bytes] = []
+        self.tunnel_client_eof = False
+        self.tunnel_upstream_eof = False
+        self.tunnelling = False
+        self.finished = False
+        self.route_id = ""
+        self.upstream_addr = ""
+        self.query: bytes | None = None
+        self.target_b = b""
+        self.upstream_keep_alive = False
+
+    @classmethod
+    def failed(cls, proto: ClientProtocol, status: int) -> RequestCycle:
+        cycle = cls(proto, b"-", b"-", [], "1.1", False, False)
+        cycle.error_status = status
+        cycle.request_complete = True
+        return cycle
+
+    # -- routing -------------------------------------------------------------
+
+    def run(self) -> None:
+        """Called when this request reaches the head of the queue."""
+        if self.error_status:
+            self.respond_own(responses.error(self.error_status, close=True), self.error_status, True)
+            return
+        proto = self.proto
+        if self.host_count > 1 or (self.host_count == 0 and self.version == "1.1"):
+            self.respond_own(responses.error(400, close=True), 400, True)
+            return
+        limit = self.state.limits.max_body_size
+        if limit and self.content_length is not None and self.content_length > limit:
+            self.respond_own(responses.error(413, close=True), 413, True)
+            return
+        if self.method == "CONNECT":
+            self.respond_own(responses.error(405, close=True), 405, True)
+            return
+        if self.expect is not None and self.expect.lower() != b"100-continue":
+            self.respond_own(responses.error(417, close=True), 417, True)
+            return
+        try:
+            parsed = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            self.respond_own(responses.error(400, close=True), 400, True)
+            return
+        host_b = self.host_b
+        if parsed.host is not None:
+            # Absolute form: the target's own authority decides, never a different Host.
+            host_b = parsed.host
+            self.host_b = host_b if parsed.port is None else b"%s:%d" % (host_b, parsed.port)
+        path = (parsed.path or b"/").decode("latin-1")
+        self.query = parsed.query
+        host = host_b.decode("latin-1")
+        table = self.state.table
+        headers_map = self._headers_map() if getattr(table, "uses_headers", True) else None
+        match = table.match(host, path, self.method, headers_map)
+        if match is None:
+            self.respond_own(responses.error(404, close=not self.request_complete), 404, not self.request_complete)
+            return
+        self.match = match
+        route = match.route
+        self.route_id = route.id
+        if route.redirect is not None:
+            location = self._redirect_location(route.redirect.to, path, match.captures)
+            self.respond_own(
+                responses.redirect(route.redirect.code, location, close=not self.request_complete),
+                route.redirect.code,
+                not self.request_complete,
+            )
+            return
+        balancer = self.state.balancers.get(route.upstream or "")
+        if balancer is None:
+            self.respond_own(responses.error(502, close=not self.request_complete), 502, not self.request_complete)
+            return
+        self.balancer = balancer
+        if match.path is not path and match.path != path:
+            target = match.path.encode("latin-1")
+            self.target_b = target + b"?" + self.query if self.query is not None else target
+        elif parsed.host is not None:
+            self.target_b = path.encode("latin-1") + (
+                b"?" + self.query if self.query is not None else b""
+            )
+        else:
+            self.target_b = self.url.partition(b"#")[0]
+        if self.expect is not None and not self.request_complete:
+            # Routed and within limits: let the client send its body (nginx does the same).
+            proto.write(responses.CONTINUE)
+        self._connect()
+
+    def _headers_map(self) -> dict[str, str]:
+        result: dict[str, str] = {}
+        for name, value in self.headers:
+            result.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        return result
+
+    def _redirect_location(self, template: str, path: str, captures: tuple[str, ...]) -> str:
+        query = self.query.decode("latin-1") if self.query is not None else ""
+        values = {
+            "scheme": self.proto.scheme.decode(),
+            "host": self.host_b.decode("latin-1"),
+            "path": path,
+            "query": query,
+            "request_uri": path + ("?" + query if query else ""),
+        }
+        for i, cap in enumerate(captures, 1):
+            values[str(i)] = cap
+        out = _TEMPLATE_VAR.sub(lambda m: values.get(m.group(1) or m.group(2), m.group(0)), template)
+        # A client-controlled part must never split the header.
+        return out.replace("\r", "%0D").replace("\n", "%0A")
+
+    # -- connecting ------------------------------------------------------------
+
+    def _connect(self) -> None:
+        assert self.balancer is not None
+        headers_map = self._headers_map() if self.balancer.upstream.balance == "hash" else None
+        target = self.balancer.pick(self.proto.client_ip, headers_map, self.tried)
+        if target is None:
+            status = 503 if not self.tried else self._last_error
+            self.respond_own(
+                responses.error(status, close=not self.request_complete), status, not self.request_complete
+            )
+            return
+        self.target = target
+        self.tried.append(target)
+        self.upstream_addr = target.address
+        conn = pool.take_idle(target)
+        if conn is not None:
+            self._attach(conn)
+            return
+        self._open(target)
+
+    def _open(self, target: TargetState) -> None:
+        assert self.balancer is not None
+        self.connecting = self.proto.loop.create_task(
+            pool.open_connection(self.proto.loop, target, self.balancer.upstream)
+        )
+        self.connecting.add_done_callback(self._connected)
+
+    _last_error = 502
+
+    def _connected(self, task: asyncio.Task[pool.UpstreamConnection]) -> None:
+        self.connecting = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if self.finished:
+            if exc is None:
+                task.result().close()
+            return
+        if exc is not None:
+            assert self.target is not None and self.balancer is not None
+            self.target.record_failure(time.monotonic())
+            self.state.metrics.upstream_failure(self.balancer.upstream.id, self.target.address)
+            self._last_error = 504 if isinstance(exc, TimeoutError) else 502
+            route = self.match.route if self.match is not None else None
+            if (
+                route is not None
+                and len(self.tried) <= route.retries
+                and self.method in IDEMPOTENT
+                and self.body_received == self.pending_size
+            ):
+                self._connect()
+                return
+            status = self._last_error
+            self.respond_own(
+                responses.error(status, close=not self.request_complete), status, not self.request_complete
+            )
+            return
+        self._attach(task.result())
+
+    def _attach(self, conn: pool.UpstreamConnection) -> None:
+        assert self.balancer is not None and self.match is not None and self.target is not None
+        spec = self.balancer.upstream
+        self.conn = conn
+        self.target.begin()
+        conn.start(self, spec.timeouts.read, head_only=self.method == "HEAD")
+        route = self.match.route
+        host = self.host_b if route.preserve_host else self.target.address.encode("latin-1")
+        head = fastpath.build_request_head(
+            self.method_b,
+            self.target_b,
+            self.headers,
+            host=host,
+            client_ip=self.proto.client_ip_b,
+            proto=self.proto.scheme,
+            forwarded_host=self.host_b,
+            edits=self.match.request_edits,
+            upgrade=self.upgrade,
+            content_length=self.content_length,
+            chunked=self.chunked,
+        )
+        self.upstream_started = time.monotonic()
+        conn.write(head)
+        self.head_sent = True
+        if self.pending:
+            conn.write(b"".join(self.pending))
+            self.pending.clear()
+            self.pending_size = 0
+            assert self.proto.gate is not None
+            self.proto.gate.resume(PAUSE_BUFFER)
+        if self.request_complete:
+            if self.chunked:
+                conn.write(b"0\r\n\r\n")
+            conn.arm_read_timeout()
+        if self.proto.write_paused:
+            conn.pause_reading()
+
+    # -- request body from the client ----------------------------------------
+
+    def client_body(self, data: bytes) -> None:
+        self.body_received += len(data)
+        limit = self.state.limits.max_body_size
+        if limit and self.body_received > limit:
+            if not self.response_started and self.proto.queue and self.proto.queue[0] is self:
+                self._drop_upstream()
+                self.respond_own(responses.error(413, close=True), 413, True)
+            else:
+                self.proto.abort()
+            return
+        if self.discard_body or self.finished:
+            return
+        framed = b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data
+        conn = self.conn
+        if conn is not None and self.head_sent:
+            conn.write(framed)
+        else:
+            self.pending.append(framed)
+            self.pending_size += len(data)
+            if self.pending_size > BUFFER_LIMIT and self.proto.gate is not None:
+                self.proto.gate.pause(PAUSE_BUFFER)
+
+    def client_complete(self) -> None:
+        self.request_complete = True
+        conn = self.conn
+        if conn is not None and self.head_sent and not self.finished:
+            if self.chunked:
+                conn.write(b"0\r\n\r\n")
+            conn.arm_read_timeout()
+        if self.response_done:
+            self._finish()
+
+    def client_broke(self) -> None:
+        """The request's own bytes were malformed mid-body: nothing more will come."""
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        self._drop_upstream()
+        self.request_complete = True
+        if not (self.proto.queue and self.proto.queue[0] is self):
+            self.error_status = 400  # answered when its turn comes
+        elif self.response_started:
+            self._finish_broken()
+        else:
+            self.respond_own(responses.error(400, close=True), 400, True)
+
+    def client_gone(self) -> None:
+        self.finished = True
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        self._drop_upstream()
+
+    def client_pause_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def client_resume_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    # -- the router's own answer ---------------------------------------------
+
+    def respond_own(self, data: bytes, status: int, close: bool) -> None:
+        self.status = status
+        self.response_started = True
+        self.response_done = True
+        if self.method == "HEAD":
+            data = responses.head_only(data)
+        self.bytes_sent = len(data)
+        self.discard_body = True
+        self.pending.clear()
+        self.pending_size = 0
+        if self.proto.gate is not None:
+            self.proto.gate.resume(PAUSE_BUFFER)
+        self.proto.write(data)
+        if close:
+            self.keep_alive = False
+        self._finish()
+
+    # -- the upstream's answer ------------------------------------------------
+
+    def on_upstream_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None:
+        if self.finished:
+            return
+        if status < 200 and status != 101:
+            self.interim = True
+            if status != 100 and self.version == "1.1":
+                # 103 Early Hints and the like are relayed; 100 was ours to send.
+                self.proto.write(
+                    b"HTTP/1.1 %d %b\r\n%b\r\n"
+                    % (status, reason, b"".join(b"%b: %b\r\n" % h for h in headers))
+                )
+            return
+        assert self.match is not None and self.balancer is not None
+        self.state.metrics.upstream_response(
+            self.balancer.upstream.id, time.monotonic() - self.upstream_started
+        )
+        self.status = status
+        self.upstream_keep_alive = keep_alive
+        length: int | None = None
+        upgrade: bytes | None = None
+        for name, value in headers:
+            n = len(name)
+            if n == 14 and name.lower() == b"content-length":
+                try:
+                    value_i = int(value)
+                except ValueError:
+                    value_i = -1
+                if value_i < 0 or (length is not None and length != value_i):
+                    self.on_upstream_error(502, "invalid Content-Length from upstream")
+                    return
+                length = value_i
+            elif n == 7 and status == 101 and name.lower() == b"upgrade":
+                upgrade = value
+        no_body = self.method == "HEAD" or status in (204, 304) or status == 101
+        chunked = False
+        # HTTP/1.0 keep-alive would need an explicit header on every answer: not worth it.
+        client_keep_alive = self.keep_alive and self.request_complete and self.version == "1.1"
+        if no_body:
+            pass
+        elif length is not None:
+            pass
+        elif self.version == "1.1":
+            chunked = True
+        else:
+            client_keep_alive = False
+            self.close_delimited = True
+        if status == 101:
+            if self.upgrade is None or upgrade is None:
+                self.on_upstream_error(502, "unexpected 101 from upstream")
+                return
+            client_keep_alive = True
+        elif self.upgrade is not None:
+            # The client's parser is past the upgrade point: no further request can be read.
+            client_keep_alive = False
+        if status in (204, 304) or (status < 200):
+            length = None
+        if self.state.shutting_down:
+            client_keep_alive = False
+        self.keep_alive = client_keep_alive
+        self.response_chunked = chunked
+        if not no_body and length is None and not chunked:
+            self.close_delimited = True
+        head = fastpath.build_response_head(
+            status,
+            reason,
+            headers,
+            edits=self.match.response_edits,
+            keep_alive=client_keep_alive,
+            upgrade=upgrade if status == 101 else None,
+            content_length=length if status not in (204, 304) else None,
+            chunked=chunked,
+        )
+        self.response_started = True
+        self.bytes_sent += len(head)
+        self.proto.write(head)
+
+    def on_upstream_body(self, data: bytes) -> None:
+        if self.finished:
+            return
+        self.bytes_sent += len(data)
+        if self.response_chunked:
+            self.proto.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.proto.write(data)
+
+    def on_upstream_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.finished or self.status == 101:
+            return  # after a 101 the connection becomes the tunnel
+        if self.response_chunked:
+            self.proto.write(b"0\r\n\r\n")
+        self.response_done = True
+        conn = self.conn
+        self.conn = None
+        target = self.target
+        if target is not None:
+            target.end()
+            target.record_success()
+        if conn is not None:
+            assert self.balancer is not None
+            if self.request_complete and self.upstream_keep_alive and not conn.closed:
+                pool.release(conn, self.balancer.upstream)
+            else:
+                conn.handler = None
+                conn.close()
+        if self.request_complete:
+            self._finish()
+        else:
+            # The upstream answered before reading the whole body; the head said close.
+            self.keep_alive = False
+            self._finish()
+
+    def on_upstream_upgrade(self, rest: bytes) -> None:
+        if self.finished or self.status != 101:
+            self.on_upstream_error(502, "upstream switched protocols unexpectedly")
+            return
+        self.tunnelling = True
+        if rest:
+            self.proto.write(rest)
+        conn = self.conn
+        assert conn is not None
+        if self.tunnel_buffer:
+            conn.write(b"".join(self.tunnel_buffer))
+            self.tunnel_buffer.clear()
+        if self.proto.gate is not None:
+            self.proto.gate.resume(PAUSE_BUFFER)
+        if self.tunnel_client_eof:
+            self._tunnel_eof_to_upstream()
+
+    def on_upstream_tunnel_data(self, data: bytes) -> None:
+        self.bytes_sent += len(data)
+        self.proto.write(data)
+
+    def on_upstream_error(self, status: int, message: str) -> None:
+        if self.finished:
+            return
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.handler = None
+            conn.abort()
+        if self.target is not None:
+            self.target.end()
+            self.target.record_failure(time.monotonic())
+            if self.balancer is not None:
+                self.state.metrics.upstream_failure(self.balancer.upstream.id, self.target.address)
+        if self.response_started:
+            self.status = self.status or status
+            self._finish_broken()
+        else:
+            self.respond_own(responses.error(status, close=True), status, True)
+
+    def on_upstream_lost(self, exc: Exception | None) -> None:
+        if self.finished:
+            return
+        conn, self.conn = self.conn, None
+        target = self.target
+        if self.tunnelling:
+            if target is not None:
+                target.end()
+            self.response_done = True
+            self._finish()
+            return
+        if self.response_started:
+            if self.close_delimited and not self.response_done:
+                # The close is how this body ends.
+                self.conn = None
+                if target is not None:
+                    target.end()
+                self.response_done = True
+                self._finish()
+            else:
+                if target is not None:
+                    target.end()
+                self._finish_broken()
+            return
+        if target is not None:
+            target.end()
+        if (
+            conn is not None
+            and conn.reused
+            and not conn.response_started
+            and not self.stale_retry
+            and self.method in IDEMPOTENT
+            and self.content_length in (None, 0)
+            and not self.chunked
+            and target is not None
+        ):
+            # A pooled connection the upstream closed while it was idle: one fresh try.
+            self.stale_retry = True
+            self.head_sent = False
+            self._open(target)
+            return
+        if target is not None:
+            target.record_failure(time.monotonic())
+            if self.balancer is not None:
+                self.state.metrics.upstream_failure(self.balancer.upstream.id, target.address)
+        self.respond_own(responses.error(502, close=True), 502, True)
+
+    def on_upstream_pause_writing(self) -> None:
+        if self.proto.gate is not None:
+            self.proto.gate.pause(PAUSE_UPSTREAM)
+
+    def on_upstream_resume_writing(self) -> None:
+        if self.proto.gate is not None:
+            self.proto.gate.resume(PAUSE_UPSTREAM)
+
+    # -- tunnel (after a 101) ----------------------------------------------------
+
+    def client_tunnel_data(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.tunnelling and self.conn is not None:
+            self.conn.write(data)
+        elif not self.finished:
+            self.tunnel_buffer.append(data)
+            if sum(map(len, self.tunnel_buffer)) > BUFFER_LIMIT and self.proto.gate is not None:
+                self.proto.gate.pause(PAUSE_BUFFER)
+
+    def client_tunnel_eof(self) -> bool:
+        self.tunnel_client_eof = True
+        if self.tunnelling:
+            self._tunnel_eof_to_upstream()
+            return True
+        # No tunnel yet and the client is done sending: keep the connection for the answer.
+        return True
+
+    def _tunnel_eof_to_upstream(self) -> None:
+        conn = self.conn
+        if conn is not None and conn.transport is not None and conn.transport.can_write_eof():
+            conn.transport.write_eof()
+
+    # -- endings -----------------------------------------------------------------
+
+    def _drop_upstream(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.handler = None
+            conn.abort()
+            if self.target is not None:
+                self.target.end()
+
+    def _finish_broken(self) -> None:
+        """The response was cut short: the client can only learn that from a close."""
+        self.keep_alive = False
+        self._log()
+        self.finished = True
+        self.proto.abort()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        if not self.request_complete and self.keep_alive and not self.tunnelling:
+            # Read (and drop) the rest of the body, then the connection can be reused.
+            self.discard_body = True
+            return
+        self.finished = True
+        self._log()
+        keep_alive = self.keep_alive and self.request_complete and not self.tunnelling
+        if self.tunnelling:
+            self.proto.close()
+        self.proto.cycle_done(self, keep_alive)
+
+    def _log(self) -> None:
+        duration = time.monotonic() - self.started
+        state = self.state
+        state.metrics.request_done(
+            self.route_id, self.status, duration, self.body_received, self.bytes_sent
+        )
+        access = state.access_log
+        if access is None or self.error_status:
+            return
+        referer = user_agent = ""
+        for name, value in self.headers:
+            if len(name) == 7 and name.lower() == b"referer":
+                referer = value.decode("latin-1")
+            elif len(name) == 10 and name.lower() == b"user-agent":
+                user_agent = value.decode("latin-1")
+        access.log(
+            client=self.proto.client_ip,
+            method=self.method,
+            target=self.url.decode("latin-1"),
+            version=self.version,
+            status=self.status,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.body_received,
+            referer=referer,
+            user_agent=user_agent,
+            route=self.route_id,
+            upstream=self.upstream_addr,
+            duration=duration,
+        )
+
+

@@ -1,0 +1,189 @@
+"""Listeners, workers and signals of `minirouter core`.
+
+With `--workers N > 1` the first process becomes a small supervisor: it forks N
+workers that each bind the same port with SO_REUSEPORT, load the config
+themselves, and are restarted if they die. Signals sent to the supervisor are
+passed on (SIGTERM/SIGINT: graceful stop, SIGHUP: reload).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+
+from minirouter.config import CoreSettings, format_address
+from minirouter.core.admin import start_admin
+from minirouter.core.protocol import ClientProtocol
+from minirouter.core.state import RouterState
+
+log = logging.getLogger("minirouter.core")
+
+
+class StartupError(Exception):
+    """The core cannot start (bad config, port in use): one line for the operator."""
+
+
+async def serve(settings: CoreSettings) -> None:
+    """Run one worker until SIGTERM/SIGINT, then drain and return."""
+    loop = asyncio.get_running_loop()
+    state = RouterState(settings, loop)
+    if not state.load_file():
+        raise StartupError(f"cannot start: {state.last_error}")
+    servers: list[asyncio.base_events.Server] = []
+    stop = asyncio.Event()
+    try:
+        for host, port in settings.listen:
+            try:
+                servers.append(
+                    await loop.create_server(
+                        lambda: ClientProtocol(state),
+                        host,
+                        port,
+                        reuse_port=settings.workers > 1,
+                        backlog=2048,
+                    )
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen on {format_address(host, port)}: {exc.strerror or exc}"
+                ) from exc
+        if settings.admin is not None:
+            host, port = settings.admin
+            try:
+                servers.append(
+                    await start_admin(
+                        host, port + settings.worker_index, state.metrics, state.health_info
+                    )
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen on admin {format_address(host, port)}: {exc.strerror or exc}"
+                ) from exc
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, state.load_file)
+        watcher = loop.create_task(_watch_file(state)) if settings.config_path else None
+        where = ", ".join(f"http://{format_address(h, p)}" for h, p in settings.listen)
+        log.info(
+            "minirouter core listening on %s (pid %d, revision %d)",
+            where,
+            os.getpid(),
+            state.revision,
+        )
+        await stop.wait()
+        log.info("stopping: draining %d connections", len(state.connections))
+        if watcher is not None:
+            watcher.cancel()
+        await _drain(state, servers, settings.shutdown_timeout)
+    finally:
+        for srv in servers:
+            srv.close()
+        state.stop_health()
+        if state.access_log is not None:
+            state.access_log.close()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+async def _watch_file(state: RouterState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.reload_poll)
+        if state.file_changed():
+            state.load_file()
+
+
+async def _drain(
+    state: RouterState, servers: list[asyncio.base_events.Server], timeout: float
+) -> None:
+    """Stop accepting; let requests in flight finish (bounded); close the rest."""
+    for srv in servers:
+        srv.close()
+    state.shutting_down = True
+    deadline = time.monotonic() + timeout
+    while state.connections and time.monotonic() < deadline:
+        for conn in list(state.connections):
+            if isinstance(conn, ClientProtocol) and conn.idle():
+                conn.close()
+        await asyncio.sleep(0.02)
+    for conn in list(state.connections):
+        if isinstance(conn, ClientProtocol):
+            conn.abort()
+
+
+def run_worker(settings: CoreSettings) -> int:
+    import uvloop
+
+    try:
+        uvloop.run(serve(settings))
+    except StartupError as exc:
+        print(f"minirouter: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(settings: CoreSettings) -> int:
+    """Entry point of `minirouter core`."""
+    if settings.workers <= 1:
+        return run_worker(settings)
+    return _supervise(settings)
+
+
+def _supervise(settings: CoreSettings) -> int:
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    started: dict[int, float] = {}
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            code = 1
+            try:
+                code = run_worker(replace(settings, worker_index=index))
+            finally:
+                os._exit(code)
+        children[pid] = index
+        started[pid] = time.monotonic()
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for i in range(settings.workers):
+        spawn(i)
+    status = 0
+    while children:
+        try:
+            pid, wstatus = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(wstatus)
+        if stopping:
+            continue
+        if code == 1 and time.monotonic() - started.pop(pid, 0) < 2:
+            # A worker that cannot even start (bad config, port taken) will not do better
+            # if restarted: stop the others and report.
+            status = 1
+            forward(signal.SIGTERM, None)
+            continue
+        log.warning("worker %d (pid %d) exited with %s; restarting", index, pid, code)
+        time.sleep(0.5)
+        spawn(index)
+    return status

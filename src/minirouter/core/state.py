@@ -1,0 +1,152 @@
+"""What every connection of one worker shares: the route table, balancers, metrics.
+
+A config change builds the new table and balancers off to the side and then
+swaps the references: a request that already matched keeps its own `Match`
+and `Balancer`, so nothing in flight notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+from minirouter import fastpath
+from minirouter.config import CoreSettings
+from minirouter.core import upstream as pool
+from minirouter.core.access_log import AccessLog
+from minirouter.core.balancer import Balancer
+from minirouter.core.health import HealthChecker
+from minirouter.core.metrics import Metrics
+from minirouter.model import Config, ValidationError, load_config
+
+log = logging.getLogger("minirouter.core")
+
+
+class RouterState:
+    def __init__(self, settings: CoreSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.loop = loop
+        self.metrics = Metrics()
+        self.access_log: AccessLog | None = (
+            AccessLog(settings.access_log, settings.access_log_file, loop)
+            if settings.access_log != "off"
+            else None
+        )
+        self.config = Config()
+        self.table = fastpath.RouteTable(())
+        self.balancers: dict[str, Balancer] = {}
+        self.health: dict[str, HealthChecker] = {}
+        self.revision = 0
+        self.last_error: str | None = None
+        self.loaded_at = 0.0
+        self.started = time.time()
+        self.connections: set[object] = set()
+        self.shutting_down = False
+        self._file_stamp: tuple[float, int] | None = None
+
+    # -- config ------------------------------------------------------------
+
+    def load_file(self) -> bool:
+        """(Re)load `--config`; on any error keep the current config and say why."""
+        path = self.settings.config_path
+        if path is None:
+            return False
+        self._file_stamp = _stamp(path)
+        try:
+            config = load_config(path)
+        except ValidationError as exc:
+            return self._reject(f"{path}: {exc}")
+        except OSError as exc:
+            return self._reject(f"{path}: {exc.strerror or exc}")
+        return self.apply(config)
+
+    def apply(self, config: Config) -> bool:
+        """Swap in a validated config: new table and balancers, then one assignment each."""
+        try:
+            table = fastpath.RouteTable(config.routes)
+        except (ValueError, TypeError) as exc:
+            return self._reject(f"route table: {exc}")
+        balancers: dict[str, Balancer] = {}
+        removed: list[object] = []
+        for spec in config.upstreams:
+            old = self.balancers.get(spec.id)
+            if old is None:
+                balancers[spec.id] = Balancer(spec)
+            else:
+                balancers[spec.id], gone = old.updated(spec)
+                removed.extend(gone)
+        for uid, old in self.balancers.items():
+            if uid not in balancers:
+                removed.extend(old.targets)
+        self.table = table
+        self.balancers = balancers
+        self.config = config
+        self.revision += 1
+        self.last_error = None
+        self.loaded_at = time.time()
+        self.metrics.set_revision(self.revision)
+        self.metrics.reload(True)
+        for target in removed:
+            pool.close_idle(target)  # type: ignore[arg-type]
+        self._restart_health()
+        log.info(
+            "config revision %d: %d routes, %d upstreams", self.revision, len(table), len(balancers)
+        )
+        return True
+
+    def _reject(self, message: str) -> bool:
+        self.last_error = message
+        self.metrics.reload(False)
+        log.error("config rejected, still serving revision %d: %s", self.revision, message)
+        return False
+
+    def _restart_health(self) -> None:
+        for uid, checker in list(self.health.items()):
+            bal = self.balancers.get(uid)
+            if bal is None or bal.upstream.health is None:
+                checker.stop()
+                del self.health[uid]
+            else:
+                checker.update(bal)
+        for uid, bal in self.balancers.items():
+            if bal.upstream.health is not None and uid not in self.health:
+                checker = HealthChecker(bal, on_change=self._health_changed)
+                self.health[uid] = checker
+                checker.start()
+
+    def _health_changed(self, upstream_id: str, address: str, healthy: bool) -> None:
+        self.metrics.set_target_up(upstream_id, address, healthy)
+
+    def file_changed(self) -> bool:
+        path = self.settings.config_path
+        return path is not None and _stamp(path) != self._file_stamp
+
+    def stop_health(self) -> None:
+        for checker in self.health.values():
+            checker.stop()
+        self.health.clear()
+
+    def health_info(self) -> dict[str, object]:
+        return {
+            "revision": self.revision,
+            "routes": len(self.table),
+            "upstreams": len(self.balancers),
+            "pid": os.getpid(),
+            "worker": self.settings.worker_index,
+            "connections": len(self.connections),
+            "config_error": self.last_error,
+            "loaded_at": self.loaded_at,
+            "fastpath": fastpath.IMPLEMENTATION,
+        }
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)

@@ -1,0 +1,287 @@
+"""The upstream side: one Protocol per upstream connection, and the per-target pools.
+
+An `UpstreamConnection` owns its response parser and reports what it parses to
+the request cycle that currently uses it (`handler`). Between requests it sits in
+its target's idle deque (`TargetState.idle`), most recently used last, with an
+idle timer; a connection the upstream closes while idle removes itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import TYPE_CHECKING, Protocol, cast
+
+import httptools
+
+if TYPE_CHECKING:
+    from minirouter.core.balancer import TargetState
+    from minirouter.model import Upstream
+
+log = logging.getLogger("minirouter.upstream")
+
+
+class ResponseHandler(Protocol):
+    """What an upstream connection reports to the request cycle using it."""
+
+    def on_upstream_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None: ...
+    def on_upstream_body(self, data: bytes) -> None: ...
+    def on_upstream_complete(self) -> None: ...
+    def on_upstream_upgrade(self, rest: bytes) -> None: ...
+    def on_upstream_error(self, status: int, message: str) -> None: ...
+    def on_upstream_lost(self, exc: Exception | None) -> None: ...
+    def on_upstream_pause_writing(self) -> None: ...
+    def on_upstream_resume_writing(self) -> None: ...
+    def on_upstream_tunnel_data(self, data: bytes) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to one target."""
+
+    def __init__(self, target: TargetState, loop: asyncio.AbstractEventLoop) -> None:
+        self.target = target
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.handler: ResponseHandler | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        # True once this connection has carried a complete exchange: a request
+        # sent on it may meet a close the upstream decided on while it was idle.
+        self.reused = False
+        # Set for a request whose response has no body whatever its headers say
+        # (HEAD): llhttp's response parser cannot know that by itself.
+        self.head_only = False
+        self.response_started = False
+        self.tunnel = False
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._done_head_only = False
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_timeout = 0.0
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Bounded buffering towards the upstream: beyond this the client pauses.
+        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+
+    def data_received(self, data: bytes) -> None:
+        handler = self.handler
+        if self.tunnel:
+            if handler is not None:
+                handler.on_upstream_tunnel_data(data)
+            return
+        if handler is None:
+            # Bytes from an idle connection: the upstream is confused; never reuse it.
+            self.close()
+            return
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = self.loop.call_later(self._read_timeout, self._on_read_timeout)
+        self.response_started = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self._cancel_read_timer()
+            self.tunnel = True
+            handler.on_upstream_upgrade(data[offset:])
+        except httptools.HttpParserError as exc:
+            self.close()
+            handler.on_upstream_error(502, f"invalid response from upstream: {exc}")
+        if self._done_head_only:
+            # The old parser would read whatever follows as this response's body.
+            self._done_head_only = False
+            self.parser = httptools.HttpResponseParser(self)
+
+    def eof_received(self) -> bool | None:
+        if self.tunnel and self.handler is not None:
+            return True  # half-close: the cycle forwards the EOF, then closes
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timers()
+        handler = self.handler
+        if handler is not None:
+            self.handler = None
+            handler.on_upstream_lost(exc)
+        else:
+            with contextlib.suppress(ValueError):
+                self.target.idle.remove(self)
+
+    def pause_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.on_upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.on_upstream_resume_writing()
+
+    # -- httptools callbacks -----------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reason = b""
+        self._headers = []
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        handler = self.handler
+        if handler is None:
+            return
+        status = self.parser.get_status_code()
+        if status >= 200:
+            self._cancel_read_timer()
+        handler.on_upstream_head(
+            status, self._reason, self._headers, bool(self.parser.should_keep_alive())
+        )
+        if self.head_only and status >= 200 and self.handler is not None:
+            self._done_head_only = True
+            self.handler.on_upstream_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._done_head_only:
+            # Body bytes after a HEAD answer: the framing cannot be trusted.
+            self.parser = httptools.HttpResponseParser(self)
+            self.close()
+            return
+        if self.handler is not None:
+            self.handler.on_upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._done_head_only:
+            return
+        handler = self.handler
+        if handler is not None:
+            handler.on_upstream_complete()
+
+    # -- used by the request cycle -----------------------------------------
+
+    def start(self, handler: ResponseHandler, read_timeout: float, head_only: bool) -> None:
+        """Bind this connection to a request cycle (before its head is written)."""
+        self._cancel_timers()
+        self.handler = handler
+        self.head_only = head_only
+        self.response_started = False
+        self._read_timeout = read_timeout
+
+    def arm_read_timeout(self) -> None:
+        """Start waiting for the response: called once the request is fully sent."""
+        self._cancel_read_timer()
+        if not self.closed:
+            self._read_timer = self.loop.call_later(self._read_timeout, self._on_read_timeout)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.closed = True
+        self._cancel_timers()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self._cancel_timers()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def park(self, idle_timeout: float) -> None:
+        """Become idle in the pool; closed by the timer if nobody takes it in time."""
+        self.handler = None
+        self.reused = True
+        self._cancel_read_timer()
+        self._idle_timer = self.loop.call_later(idle_timeout, self._on_idle_timeout)
+
+    # -- timers ------------------------------------------------------------
+
+    def _on_read_timeout(self) -> None:
+        self._read_timer = None
+        handler = self.handler
+        self.handler = None
+        self.abort()
+        if handler is not None:
+            handler.on_upstream_error(504, "upstream read timeout")
+
+    def _on_idle_timeout(self) -> None:
+        self._idle_timer = None
+        with contextlib.suppress(ValueError):
+            self.target.idle.remove(self)
+        self.close()
+
+    def _cancel_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_read_timer()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+
+def take_idle(target: TargetState) -> UpstreamConnection | None:
+    """The most recently parked live connection to `target`, or None."""
+    idle = target.idle
+    while idle:
+        conn: UpstreamConnection = idle.pop()
+        if conn.closed or conn.transport is None or conn.transport.is_closing():
+            continue
+        conn._cancel_timers()
+        return conn
+    return None
+
+
+def release(conn: UpstreamConnection, spec: Upstream) -> None:
+    """Return a connection that finished a clean exchange to its pool, or close it."""
+    idle = conn.target.idle
+    if conn.closed or len(idle) >= spec.keepalive:
+        conn.handler = None
+        conn.close()
+        return
+    conn.park(spec.timeouts.idle)
+    idle.append(conn)
+
+
+def close_idle(target: TargetState) -> None:
+    """Close every pooled connection of a target that left the config."""
+    while target.idle:
+        target.idle.pop().close()
+
+
+async def open_connection(
+    loop: asyncio.AbstractEventLoop, target: TargetState, spec: Upstream
+) -> UpstreamConnection:
+    """A new connection to `target`; raises OSError or TimeoutError."""
+    _, conn = await asyncio.wait_for(
+        loop.create_connection(lambda: UpstreamConnection(target, loop), target.host, target.port),
+        timeout=spec.timeouts.connect,
+    )
+    return conn

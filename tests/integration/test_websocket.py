@@ -1,0 +1,94 @@
+"""WebSocket (HTTP Upgrade) tunnelled through the router after the 101."""
+
+from __future__ import annotations
+
+from websockets.sync.client import connect
+
+from .cfg import config, route, upstream
+from .conftest import StartCore
+from .httpclient import RawConnection, raw_request_bytes, request
+from .upstreams import UpstreamSet
+
+
+def test_websocket_echo_both_ways(upstreams: UpstreamSet, start_core: StartCore) -> None:
+    ws_up = upstreams.websocket("ws")
+    echo = upstreams.http("echo")
+    core = start_core(
+        config(
+            [upstream("ws", ws_up.address), upstream("echo", echo.address)],
+            [route("ws", "ws", path="/ws/"), route("plain", "echo", path="/")],
+        )
+    )
+    messages: list[str | bytes] = [
+        "short text",
+        "ü nicode ✓",
+        b"\x00\x01\x02 binary",
+        "x" * 70_000,
+        bytes(range(256)) * 800,
+        "last",
+    ]
+    with connect(
+        f"ws://127.0.0.1:{core.port}/ws/chat?room=1",
+        proxy=None,
+        open_timeout=10,
+        close_timeout=5,
+        compression=None,
+        max_size=2**22,
+    ) as ws:
+        # server → client without a prompt
+        assert ws.recv(timeout=10) == "hello from ws"
+        for m in messages:
+            ws.send(m)
+            assert ws.recv(timeout=10) == m
+        # several in flight at once
+        for i in range(20):
+            ws.send(f"burst {i}")
+        assert [ws.recv(timeout=10) for _ in range(20)] == [f"burst {i}" for i in range(20)]
+    assert ws_up.paths == ["/ws/chat?room=1"]
+    handshake = {k.lower(): v for k, v in ws_up.handshakes[0]}
+    assert handshake.get("upgrade", "").lower() == "websocket"
+    assert "upgrade" in handshake.get("connection", "").lower()
+    assert "sec-websocket-key" in handshake
+    assert handshake.get("x-forwarded-for") == "127.0.0.1"
+    # the router still serves plain HTTP afterwards
+    r = request(core.port, "GET", "/plain")
+    assert r.status == 200 and r.json()["name"] == "echo", r.describe()
+
+
+def test_websocket_101_head_and_close(upstreams: UpstreamSet, start_core: StartCore) -> None:
+    """Raw handshake: 101 with Upgrade/Connection headers back to the client, then a close frame
+    from the client is echoed and the tunnel ends."""
+    ws_up = upstreams.websocket("ws")
+    core = start_core(config([upstream("ws", ws_up.address)], [route("ws", "ws")]))
+    with RawConnection(core.port, 10) as c:
+        c.send(
+            raw_request_bytes(
+                "GET",
+                "/raw",
+                host="ws.test",
+                headers=[
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                    ("Sec-WebSocket-Version", "13"),
+                ],
+            )
+        )
+        status, _, headers, head = c.read_head()
+        assert status == 101, head
+        h = {k.lower(): v for k, v in headers}
+        assert h.get("upgrade", "").lower() == "websocket", head
+        assert "upgrade" in h.get("connection", "").lower(), head
+        assert h.get("sec-websocket-accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", head
+        # greeting: unmasked text frame "hello from ws"
+        frame = c.read_exactly(2)
+        assert frame[0] == 0x81, frame
+        assert c.read_exactly(frame[1] & 0x7F) == b"hello from ws"
+        # masked close frame, code 1000
+        mask = b"\x01\x02\x03\x04"
+        payload = (1000).to_bytes(2, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        c.send(bytes([0x88, 0x80 | len(payload)]) + mask + masked)
+        reply = c.read_exactly(2)
+        assert reply[0] == 0x88, reply
+        assert c.wait_closed(10), "tunnel not closed after the WebSocket closing handshake"
