@@ -39,6 +39,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import psutil
 
@@ -75,12 +76,15 @@ def free_port() -> int:
         return port
 
 
+# Loaded here, not in the child: between fork and exec only the prctl call itself runs.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: have the kernel SIGKILL the child if this script dies without cleaning up."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def pinned(cmd: Sequence[str], cpus: str | None) -> list[str]:
@@ -100,7 +104,7 @@ class Server:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
-    log_file: Any
+    log_file: BinaryIO
 
     def tree(self) -> list[psutil.Process]:
         """The process and its live descendants (workers)."""
@@ -158,7 +162,7 @@ def start_server(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C reaches this script only; it stops the servers itself
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_die_with_parent,
         )
     except OSError as exc:
         log_file.close()
@@ -372,7 +376,7 @@ def run_wrk(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        preexec_fn=_die_with_parent,
     ) as proc:
         try:
             stdout, stderr = proc.communicate(timeout=duration + WRK_GRACE)
@@ -448,8 +452,6 @@ def measure(
     args: argparse.Namespace,
     wrk_cpus: str | None,
 ) -> ProxyResult:
-    if args.warmup > 0:
-        run_wrk(args.wrk, port, args.warmup, args.connections, args.threads, wrk_cpus)
     procs = server.tree()
     if not procs:
         raise BenchError(f"{name} is not running; log:\n{server.log_tail()}")
@@ -484,6 +486,32 @@ def measure(
         processes=len(procs),
         socket_errors=res.socket_errors,
         non_2xx_3xx=res.non_2xx_3xx,
+    )
+
+
+def summarize(runs: Sequence[ProxyResult]) -> ProxyResult:
+    """One result from several runs: the median of each number; requests and errors summed."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def med(attr: str) -> float:
+        return float(statistics.median(getattr(r, attr) for r in runs))
+
+    return ProxyResult(
+        proxy=runs[0].proxy,
+        requests=sum(r.requests for r in runs),
+        seconds=sum(r.seconds for r in runs),
+        rps=med("rps"),
+        p50_ms=med("p50_ms"),
+        p99_ms=med("p99_ms"),
+        cpu_us_per_req=med("cpu_us_per_req"),
+        proxy_cpu_pct=med("proxy_cpu_pct"),
+        upstream_cpu_us_per_req=med("upstream_cpu_us_per_req"),
+        wrk_cpu_pct=med("wrk_cpu_pct"),
+        max_rss_mib=max(r.max_rss_mib for r in runs),
+        processes=max(r.processes for r in runs),
+        socket_errors={k: sum(r.socket_errors[k] for r in runs) for k in runs[0].socket_errors},
+        non_2xx_3xx=sum(r.non_2xx_3xx for r in runs),
     )
 
 
@@ -541,6 +569,10 @@ def print_table(results: dict[str, ProxyResult], out: TextIO = sys.stdout) -> No
             print(f"  {name}: socket errors {errs or 0}, non-2xx/3xx {r.non_2xx_3xx}", file=out)
 
 
+def _num(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
 def print_compare(old: dict[str, Any], results: dict[str, ProxyResult]) -> None:
     print(
         f"\nchange against {old.get('started', '?')} (commit {old.get('git', {}).get('commit')}):"
@@ -553,7 +585,7 @@ def print_compare(old: dict[str, Any], results: dict[str, ProxyResult]) -> None:
         for key in RATIO_KEYS:
             a, b = prev.get(key), getattr(r, key)
             if a:
-                parts.append(f"{key} {a:.4g} -> {b:.4g} ({(b - a) / a * 100:+.1f}%)")
+                parts.append(f"{key} {_num(a)} -> {_num(b)} ({(b - a) / a * 100:+.1f}%)")
         print(f"  {name}: " + ", ".join(parts))
 
 
@@ -600,6 +632,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=50, help="wrk -c")
     p.add_argument("--threads", type=int, default=1, help="wrk -t")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured wrk run first")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measured runs per proxy, alternating; the table shows the median of each number",
+    )
     p.add_argument("--only", choices=PROXIES, help="measure one proxy only")
     p.add_argument(
         "--pin",
@@ -631,7 +669,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     if args.smoke:
-        args.duration, args.connections, args.warmup = 1.0, 4, 0.0
+        args.duration, args.connections, args.warmup, args.repeat = 1.0, 4, 0.0, 1
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     if args.pin:
         if (os.cpu_count() or 1) < 2:
             p.error("--pin needs at least 2 CPUs")
@@ -656,8 +696,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     proxies = [args.only] if args.only else list(PROXIES)
-    results: dict[str, ProxyResult] = {}
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    load_before = os.getloadavg()
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="minirouter-e2e-"))
         if args.keep_tmp:
@@ -676,6 +716,9 @@ def run(args: argparse.Namespace) -> int:
         )
         wait_ready(upstream, up_port)
 
+        # Start every proxy once (an idle one costs nothing), then measure them in turn;
+        # with --repeat the turns alternate, so slow drifts on the machine hit both alike.
+        servers: dict[str, tuple[Server, int]] = {}
         for name in proxies:
             workdir = tmp / name
             workdir.mkdir()
@@ -698,19 +741,40 @@ def run(args: argparse.Namespace) -> int:
                 ]
                 # Keep any default state (embedded store, last-good snapshot) inside the temp dir.
                 env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "HOME": str(workdir)}
-            with contextlib.ExitStack() as proxy_stack:
-                server = start_server(name, pinned(cmd, args.proxy_cpus), workdir, proxy_stack, env)
-                wait_ready(server, port)
-                results[name] = measure(name, server, upstream, port, args, args.client_cpus)
+            server = start_server(name, pinned(cmd, args.proxy_cpus), workdir, stack, env)
+            wait_ready(server, port)
+            servers[name] = (server, port)
+
+        runs: dict[str, list[ProxyResult]] = {name: [] for name in proxies}
+        for rep in range(args.repeat):
+            for name, (server, port) in servers.items():
+                if rep == 0 and args.warmup > 0:
+                    run_wrk(
+                        args.wrk,
+                        port,
+                        args.warmup,
+                        args.connections,
+                        args.threads,
+                        args.client_cpus,
+                    )
+                runs[name].append(measure(name, server, upstream, port, args, args.client_cpus))
+        results = {name: summarize(rs) for name, rs in runs.items()}
 
     print(
         f"\nwrk -t{args.threads} -c{args.connections} -d{max(1, round(args.duration))}s, "
-        f"warm-up {args.warmup:g}s, pinning: "
+        f"warm-up {args.warmup:g}s, "
+        + (f"median of {args.repeat} runs, " if args.repeat > 1 else "")
+        + "pinning: "
         + (
             f"proxy CPUs {args.proxy_cpus}, wrk+upstream CPUs {args.client_cpus}"
             if args.proxy_cpus or args.client_cpus
             else "none"
         )
+    )
+    load_after = os.getloadavg()
+    print(
+        f"load average before the run: {load_before[0]:.2f} on {os.cpu_count()} CPUs "
+        "(other work on the machine skews req/s and latency; CPU us/req much less)"
     )
     print_table(results)
 
@@ -727,11 +791,15 @@ def run(args: argparse.Namespace) -> int:
                 "proxy_cpus": args.proxy_cpus,
                 "client_cpus": args.client_cpus,
                 "smoke": args.smoke,
+                "repeat": args.repeat,
             },
             "machine": machine_info(args),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
             "git": git_info(),
             "results": {k: {**asdict(v), "errors": v.error_count} for k, v in results.items()},
             "ratio_minirouter_nginx": ratios(results),
+            "runs": {k: [asdict(r) for r in rs] for k, rs in runs.items()},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

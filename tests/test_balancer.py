@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -404,3 +407,35 @@ def test_updated_can_change_policy_and_passive_settings() -> None:
     new, _ = old.updated(upstream(A, B, balance="hash", passive=Passive(0, 10.0)))
     assert new.policy == "hash"
     assert state(new, A).available(clock.t)  # passive ejection switched off: back in
+
+
+def test_hash_respects_weights() -> None:
+    b = Balancer(upstream((A, 1), (B, 3), balance="hash"))
+    counts = Counter(mapping(b, keys(4000)).values())
+    assert 0.18 < counts[A] / 4000 < 0.32
+    assert 0.68 < counts[B] / 4000 < 0.82
+
+
+def test_hash_is_the_same_in_every_process() -> None:
+    # Workers are separate processes with their own str-hash salt; a key must still land on the
+    # same target in each of them.
+    code = (
+        "from minirouter.core.balancer import Balancer\n"
+        "from minirouter.model import Target, Upstream\n"
+        f"b = Balancer(Upstream(id='api', targets=tuple(Target(a) for a in {[A, B, C, D]!r}),"
+        " balance='hash'))\n"
+        "print(','.join(b.pick(f'10.9.{i}.1').address for i in range(200)))\n"
+    )
+    outputs = set()
+    for seed in ("1", "2", "random"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        outputs.add(out.stdout)
+    assert len(outputs) == 1
+    in_process = Balancer(upstream(A, B, C, D, balance="hash"))
+    expected = ",".join(
+        s.address for s in (in_process.pick(f"10.9.{i}.1") for i in range(200)) if s
+    )
+    assert outputs == {expected + "\n"}

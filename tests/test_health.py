@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from minirouter.core.balancer import Balancer, TargetState
+from minirouter.core.balancer import Balancer
 from minirouter.core.health import HealthChecker, probe
 from minirouter.model import HealthCheck, Target, Upstream
 
@@ -117,8 +117,8 @@ class Transitions:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, bool]] = []
 
-    def __call__(self, upstream_id: str, state: TargetState, healthy: bool) -> None:
-        self.events.append((upstream_id, state.address, healthy))
+    def __call__(self, upstream_id: str, address: str, healthy: bool) -> None:
+        self.events.append((upstream_id, address, healthy))
 
 
 async def with_checker(
@@ -302,7 +302,7 @@ def test_callback_errors_do_not_stop_checks(run: Runner) -> None:
         t.mode = 500
         balancer = Balancer(upstream(t.address, check=FAST))
 
-        def broken(upstream_id: str, state: TargetState, healthy: bool) -> None:
+        def broken(upstream_id: str, address: str, healthy: bool) -> None:
             raise RuntimeError("observer bug")
 
         checker = HealthChecker(balancer, on_change=broken)

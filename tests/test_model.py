@@ -425,6 +425,9 @@ def test_regex_route_with_rewrite() -> None:
     r = from_dict("routes", route(path=r"/v1/(\w+)/(\d+)", path_type="regex", rewrite="/v2/$2/$1"))
     assert (r.path_type, r.rewrite) == ("regex", "/v2/$2/$1")
     assert from_dict("routes", route(path="/x", path_type="regex", rewrite="/y$0")).rewrite
+    # One digit after "$" (as the fast path reads it): "$12" is group 1 followed by "2".
+    r = from_dict("routes", route(path="/(a)/(b)", path_type="regex", rewrite="/$12/${2}"))
+    assert r.rewrite == "/$12/${2}"
 
 
 @pytest.mark.parametrize("path_type", ["prefix", "exact"])
@@ -432,7 +435,7 @@ def test_rewrite_only_for_regex_routes(path_type: str) -> None:
     assert "rewrite" in errors("routes", route(path="/a", path_type=path_type, rewrite="/b"))
 
 
-@pytest.mark.parametrize("rewrite", ["/v2/$3", "/$10", "/a b/$1", "", 5])
+@pytest.mark.parametrize("rewrite", ["/v2/$3", "/${3}", "/${10}", "/a b/$1", "", 5])
 def test_bad_rewrite(rewrite: Any) -> None:
     fields = errors("routes", route(path="/(a)/(b)", path_type="regex", rewrite=rewrite))
     assert "rewrite" in fields
@@ -927,6 +930,10 @@ targets = st.one_of(
 )
 
 
+def address_of(target: Any) -> str:
+    return str(target if isinstance(target, str) else target["address"]).lower()
+
+
 @st.composite
 def upstream_dicts(draw: st.DrawFn) -> dict[str, Any]:
     data: dict[str, Any] = {
@@ -936,7 +943,7 @@ def upstream_dicts(draw: st.DrawFn) -> dict[str, Any]:
                 targets,
                 min_size=1,
                 max_size=4,
-                unique_by=lambda t: (t if isinstance(t, str) else t["address"]).lower(),
+                unique_by=address_of,
             )
         ),
     }
@@ -979,7 +986,7 @@ def route_dicts(draw: st.DrawFn) -> dict[str, Any]:
         regex, groups = draw(st.sampled_from(REGEXES))
         data |= {"path_type": "regex", "path": regex}
         if draw(st.booleans()):
-            data["rewrite"] = "/r" + "".join(f"/${i}" for i in range(groups + 1))
+            data["rewrite"] = "/r" + "".join(f"/${i}/${{{i}}}" for i in range(groups + 1))
     else:
         if path_type is not None:
             data["path_type"] = path_type

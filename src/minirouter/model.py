@@ -203,7 +203,8 @@ _LABEL_RE = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?", re.IGNORECASE |
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _BAD_VALUE_RE = re.compile(r"[\r\n\x00]")
 _BAD_PATH_RE = re.compile(r"[\s\x00-\x1f\x7f]")
-_GROUP_REF_RE = re.compile(r"\$([0-9]+)")
+# Same grammar as the fast path's templates: "$1" is one digit ("$12" is $1 then "2"), "${12}".
+_GROUP_REF_RE = re.compile(r"\$(?:([0-9])|\{([0-9]+)\})")
 
 
 class ValidationError(ValueError):
@@ -712,7 +713,7 @@ def _route(value: Any, path: str, e: _Errors) -> Route | None:
     if rewrite is not None and path_type != "regex":
         e.add(_at(path, "rewrite"), "only regex routes (path_type: regex) can rewrite")
     elif rewrite is not None and groups is not None:
-        refs = [int(m) for m in _GROUP_REF_RE.findall(rewrite)]
+        refs = [int(one or many) for one, many in _GROUP_REF_RE.findall(rewrite)]
         if refs and max(refs) > groups:
             e.add(
                 _at(path, "rewrite"),

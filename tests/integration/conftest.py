@@ -75,7 +75,7 @@ def _factory(base: Path) -> tuple[StartCore, Callable[[], None]]:
     def cleanup() -> None:
         leftovers: list[str] = []
         for core in cores:
-            core.stop()
+            core.stop(timeout=5)
             if core in _ACTIVE:
                 _ACTIVE.remove(core)
             left = core.leftover_processes()

@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -157,16 +158,22 @@ class CoreProcess:
 
     @staticmethod
     def _free_port_run(n: int) -> int:
-        """A base port such that base .. base+n-1 are all free right now."""
-        for _ in range(200):
-            base = free_port()
-            if base + n > 65535:
-                continue
+        """A base port such that base .. base+n-1 are all free right now.
+
+        A single port comes from the kernel (bind to port 0). A run of several is picked below the
+        ephemeral range, where ports in TIME_WAIT from earlier client connections do not collide.
+        """
+        if n == 1:
+            return free_port()
+        rng = random.Random()
+        for _ in range(500):
+            base = rng.randrange(20000, 32000 - n)
             socks: list[socket.socket] = []
             try:
                 for i in range(n):
                     s = socket.socket()
                     socks.append(s)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind(("127.0.0.1", base + i))
                 return base
             except OSError:

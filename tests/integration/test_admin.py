@@ -8,7 +8,7 @@ from .cfg import config, route, upstream
 from .conftest import StartCore
 from .coreproc import admin_get, metric_sum, parse_metrics, poll
 from .httpclient import RawConnection, raw_request_bytes, request
-from .upstreams import UpstreamSet
+from .upstreams import UpstreamSet, free_port
 
 
 def test_healthz(upstreams: UpstreamSet, start_core: StartCore) -> None:
@@ -100,4 +100,18 @@ def test_metrics_revision_follows_reload(upstreams: UpstreamSet, start_core: Sta
         lambda: metric_sum(core.metrics(), "minirouter_config_revision") == core.revision() >= 2,
         5,
         message="minirouter_config_revision to equal the /healthz revision",
+    )
+
+
+def test_metrics_count_router_errors_per_route(start_core: StartCore) -> None:
+    core = start_core(
+        config([upstream("gone", f"127.0.0.1:{free_port()}")], [route("dead", "gone")])
+    )
+    assert request(core.port, "POST", "/", body=b"x").status == 502
+    poll(
+        lambda: (
+            metric_sum(core.metrics(), "minirouter_requests_total", route="dead", status="502") == 1
+        ),
+        5,
+        message=lambda: f"requests_total{{route=dead,status=502}} == 1 in:\n{core.metrics_text()}",
     )

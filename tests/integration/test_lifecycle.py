@@ -13,7 +13,7 @@ from .cfg import config, route, upstream
 from .conftest import StartCore
 from .coreproc import core_command, metric_sum, poll
 from .httpclient import RawConnection, Response, raw_request_bytes, request
-from .upstreams import UpstreamSet
+from .upstreams import UpstreamSet, free_port
 
 FLAGS = [
     "--config",
@@ -161,3 +161,25 @@ def test_workers_two_both_serve(upstreams: UpstreamSet, start_core: StartCore) -
     assert code == 0, f"exit code {code}"
     alive = [p.pid for p in procs if p.is_running() and p.status() != "zombie"]
     assert not alive, f"worker processes left after SIGTERM: {alive}"
+
+
+def test_several_listen_addresses(upstreams: UpstreamSet, start_core: StartCore) -> None:
+    echo = upstreams.http("echo")
+    second = free_port()
+    core = start_core(
+        config([upstream("u", echo.address)], [route("r", "u")]), "--listen", f"127.0.0.1:{second}"
+    )
+    for port in (core.port, second):
+        poll(lambda p=port: request(p).status == 200, 10, message=f"a 200 on listener {port}")
+
+
+def test_idle_core_exits_promptly_on_sigterm(upstreams: UpstreamSet, start_core: StartCore) -> None:
+    echo = upstreams.http("echo")
+    core = start_core(config([upstream("u", echo.address)], [route("r", "u")]))
+    assert request(core.port).status == 200
+    start = time.monotonic()
+    core.terminate()
+    code = core.wait(10)
+    elapsed = time.monotonic() - start
+    assert code == 0, f"exit code {code}"
+    assert elapsed < 3, f"an idle core took {elapsed:.1f}s to exit on SIGTERM"

@@ -12,12 +12,17 @@ received; its `mode` and per-request control headers change that:
     mode "close"             read the request, close without answering
     mode "close_mid"         send a head promising 100000 bytes, send 1000, close
     mode "close_mid_chunked" send a chunked head and one chunk, close without the last chunk
+    mode "garbage"           answer with bytes that are not HTTP
+    mode "close_delimited"   answer without Content-Length or chunked; the close ends the body
+                             (X-Download bytes of the pattern, default 100000)
 
     X-Delay: <seconds>       wait before answering
     X-Pause-Body: <seconds>  wait before reading the request body
     X-Status: <code>         answer with this status
     X-Download: <n>          answer with n bytes of `pattern_bytes` (streamed)
     X-Chunked-Response: 1    use chunked framing for the answer
+    X-Drip: <n>              send the head at once, then n pieces of 1000 bytes,
+                             one every X-Drip-Interval seconds (default 0.3)
     X-Set-Response-Header: <name>: <value>   (repeatable) add a header to the answer
 
 `GET <health_path>` is counted in `health_checks` (not in `requests`) and answered with
@@ -185,6 +190,7 @@ class HttpUpstream:
     health_path: str = "/healthz"
     health_status: int = 200
     keepalive: bool = True  # False: answer with "Connection: close" and close
+    idle_close: float = 0.0  # > 0: close a keep-alive connection idle for this long
     # observations (written on the loop thread, read from the test thread)
     connections: int = 0
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -192,6 +198,7 @@ class HttpUpstream:
     raw: dict[int, bytearray] = field(default_factory=dict)
     in_flight: int = 0
     max_in_flight: int = 0
+    closed_conns: set[int] = field(default_factory=set)
     _server: asyncio.base_events.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -241,6 +248,16 @@ class HttpUpstream:
     def snapshot(self) -> list[RecordedRequest]:
         return self.loop.call(lambda: list(self.requests))
 
+    def conn_ids_with(self, marker: bytes) -> list[int]:
+        """Ids of the connections whose received bytes contain `marker`."""
+        return self.loop.call(lambda: [i for i, raw in self.raw.items() if marker in raw])
+
+    def is_closed(self, conn_id: int) -> bool:
+        return self.loop.call(lambda: conn_id in self.closed_conns)
+
+    def open_connections(self) -> int:
+        return self.loop.call(lambda: len(self._writers))
+
     def request_count(self) -> int:
         return self.loop.call(lambda: len(self.requests))
 
@@ -283,13 +300,20 @@ class HttpUpstream:
             return
         finally:
             self._writers.discard(writer)
+            self.closed_conns.add(conn_id)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
     async def _read_request(self, conn: _Conn, conn_id: int, seq: int) -> RecordedRequest | None:
         try:
-            head = await conn.readuntil(b"\r\n\r\n")
+            if self.idle_close:
+                try:
+                    head = await asyncio.wait_for(conn.readuntil(b"\r\n\r\n"), self.idle_close)
+                except TimeoutError:
+                    return None
+            else:
+                head = await conn.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as e:
             if not e.partial:
                 return None
@@ -382,6 +406,27 @@ class HttpUpstream:
         delay = self.delay + float(req.header("X-Delay") or 0)
         if delay:
             await asyncio.sleep(delay)
+        if mode == "garbage":
+            writer.write(b"THIS IS NOT HTTP\r\n\r\n")
+            await writer.drain()
+            return False
+        if mode == "close_delimited":
+            # no Content-Length, no chunked: the body ends when the connection closes
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+            for piece in pattern_chunks(int(req.header("X-Download") or 100_000)):
+                writer.write(piece)
+                await writer.drain()
+            return False
+        drip = int(req.header("X-Drip") or 0)
+        if drip:
+            interval = float(req.header("X-Drip-Interval") or 0.3)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (drip * 1000))
+            for i in range(drip):
+                await writer.drain()
+                await asyncio.sleep(interval)
+                writer.write(bytes([97 + i % 26]) * 1000)
+            await writer.drain()
+            return True
         if mode == "close_mid":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
             await writer.drain()

@@ -246,7 +246,7 @@ class _AdminProtocol(asyncio.Protocol):
         lose the response it had not read yet. So, as nginx's lingering close does: send FIN,
         discard whatever still arrives, and close when the client does or after LINGER seconds.
         """
-        if self.closing and self._timer is None and self.transport is None:
+        if self.closing:
             return
         self.closing = True
         self._cancel_timer()

@@ -23,8 +23,8 @@ __all__ = ["HealthChecker", "probe"]
 
 log = logging.getLogger("minirouter.health")
 
-# Called on every transition: (upstream id, target state, healthy now).
-TransitionCallback = Callable[[str, TargetState, bool], None]
+# Called on every transition: (upstream id, target address, healthy now).
+TransitionCallback = Callable[[str, str, bool], None]
 
 # Hard cap on the status line: anything longer is not an HTTP server worth trusting.
 _STATUS_LINE_LIMIT = 8192
@@ -252,7 +252,7 @@ class HealthChecker:
             log.warning("upstream %s target %s is unhealthy (%s)", upstream_id, st.address, detail)
         if self._on_change is not None:
             try:
-                self._on_change(upstream_id, st, ok)
+                self._on_change(upstream_id, st.address, ok)
             except Exception:
                 # A broken observer must not stop the checks themselves.
                 log.exception("health transition callback failed")

@@ -85,6 +85,7 @@ class ClientProtocol(asyncio.Protocol):
         self.queue: deque[RequestCycle] = deque()  # [0] is the one responding
         self.parsing: RequestCycle | None = None  # the request whose bytes are being parsed
         self.closed = False
+        self.eof = False  # the client will send nothing more
         self.write_paused = False
         self.upgraded: RequestCycle | None = None  # every byte now belongs to this tunnel
         self._in_head = False
@@ -132,7 +133,8 @@ class ClientProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            cycle = self.parsing
+            # on_message_complete has already run: the upgrade is the newest request.
+            cycle = self.queue[-1] if self.queue else None
             offset = exc.args[0] if exc.args else len(data)
             if cycle is not None and cycle.upgrade is not None:
                 self.upgraded = cycle
@@ -148,7 +150,11 @@ class ClientProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.upgraded is not None:
             return self.upgraded.client_tunnel_eof()
+        if self.parsing is not None or self._in_head:
+            # The request being sent can never be completed now: give up on it.
+            return None
         # A client that half-closes after its request still gets its answers.
+        self.eof = True
         return bool(self.queue)
 
     def pause_writing(self) -> None:
@@ -226,7 +232,7 @@ class ClientProtocol(asyncio.Protocol):
             self.queue.popleft()
         if self.closed:
             return
-        if not keep_alive or self.state.shutting_down:
+        if not keep_alive or self.state.shutting_down or (self.eof and len(self.queue) == 0):
             self.close()
             return
         if self.queue:
@@ -366,7 +372,7 @@ class RequestCycle:
         self.response_started = False
         self.response_done = False
         self.response_chunked = False
-        self.close_delimited = False
+        self.upstream_eof_ends = False
         self.interim = False
         self.status = 0
         self.bytes_sent = 0
@@ -427,7 +433,7 @@ class RequestCycle:
         headers_map = self._headers_map() if getattr(table, "uses_headers", True) else None
         match = table.match(host, path, self.method, headers_map)
         if match is None:
-            self.respond_own(responses.error(404, close=not self.request_complete), 404, not self.request_complete)
+            self.respond_own(responses.error(404, close=self.body_pending()), 404, self.body_pending())
             return
         self.match = match
         route = match.route
@@ -435,14 +441,14 @@ class RequestCycle:
         if route.redirect is not None:
             location = self._redirect_location(route.redirect.to, path, match.captures)
             self.respond_own(
-                responses.redirect(route.redirect.code, location, close=not self.request_complete),
+                responses.redirect(route.redirect.code, location, close=self.body_pending()),
                 route.redirect.code,
-                not self.request_complete,
+                self.body_pending(),
             )
             return
         balancer = self.state.balancers.get(route.upstream or "")
         if balancer is None:
-            self.respond_own(responses.error(502, close=not self.request_complete), 502, not self.request_complete)
+            self.respond_own(responses.error(502, close=self.body_pending()), 502, self.body_pending())
             return
         self.balancer = balancer
         if match.path is not path and match.path != path:
@@ -458,6 +464,10 @@ class RequestCycle:
             # Routed and within limits: let the client send its body (nginx does the same).
             proto.write(responses.CONTINUE)
         self._connect()
+
+    def body_pending(self) -> bool:
+        """Body bytes may still arrive: an answer now must close the connection."""
+        return not self.request_complete and (self.chunked or bool(self.content_length))
 
     def _headers_map(self) -> dict[str, str]:
         result: dict[str, str] = {}
@@ -489,7 +499,7 @@ class RequestCycle:
         if target is None:
             status = 503 if not self.tried else self._last_error
             self.respond_own(
-                responses.error(status, close=not self.request_complete), status, not self.request_complete
+                responses.error(status, close=self.body_pending()), status, self.body_pending()
             )
             return
         self.target = target
@@ -535,7 +545,7 @@ class RequestCycle:
                 return
             status = self._last_error
             self.respond_own(
-                responses.error(status, close=not self.request_complete), status, not self.request_complete
+                responses.error(status, close=self.body_pending()), status, self.body_pending()
             )
             return
         self._attach(task.result())
@@ -683,6 +693,7 @@ class RequestCycle:
         self.upstream_keep_alive = keep_alive
         length: int | None = None
         upgrade: bytes | None = None
+        upstream_chunked = False
         for name, value in headers:
             n = len(name)
             if n == 14 and name.lower() == b"content-length":
@@ -694,9 +705,13 @@ class RequestCycle:
                     self.on_upstream_error(502, "invalid Content-Length from upstream")
                     return
                 length = value_i
+            elif n == 17 and name.lower() == b"transfer-encoding":
+                upstream_chunked = True
             elif n == 7 and status == 101 and name.lower() == b"upgrade":
                 upgrade = value
         no_body = self.method == "HEAD" or status in (204, 304) or status == 101
+        # Neither length nor chunking: the upstream's close ends the body.
+        self.upstream_eof_ends = not no_body and length is None and not upstream_chunked
         chunked = False
         # HTTP/1.0 keep-alive would need an explicit header on every answer: not worth it.
         client_keep_alive = self.keep_alive and self.request_complete and self.version == "1.1"
@@ -708,7 +723,6 @@ class RequestCycle:
             chunked = True
         else:
             client_keep_alive = False
-            self.close_delimited = True
         if status == 101:
             if self.upgrade is None or upgrade is None:
                 self.on_upstream_error(502, "unexpected 101 from upstream")
@@ -723,8 +737,6 @@ class RequestCycle:
             client_keep_alive = False
         self.keep_alive = client_keep_alive
         self.response_chunked = chunked
-        if not no_body and length is None and not chunked:
-            self.close_delimited = True
         head = fastpath.build_response_head(
             status,
             reason,
@@ -754,6 +766,9 @@ class RequestCycle:
             return
         if self.finished or self.status == 101:
             return  # after a 101 the connection becomes the tunnel
+        self._response_complete(self.upstream_keep_alive)
+
+    def _response_complete(self, reusable: bool) -> None:
         if self.response_chunked:
             self.proto.write(b"0\r\n\r\n")
         self.response_done = True
@@ -765,7 +780,7 @@ class RequestCycle:
             target.record_success()
         if conn is not None:
             assert self.balancer is not None
-            if self.request_complete and self.upstream_keep_alive and not conn.closed:
+            if self.request_complete and reusable and not conn.closed:
                 pool.release(conn, self.balancer.upstream)
             else:
                 conn.handler = None
@@ -828,13 +843,9 @@ class RequestCycle:
             self._finish()
             return
         if self.response_started:
-            if self.close_delimited and not self.response_done:
+            if self.upstream_eof_ends and not self.response_done:
                 # The close is how this body ends.
-                self.conn = None
-                if target is not None:
-                    target.end()
-                self.response_done = True
-                self._finish()
+                self._response_complete(False)
             else:
                 if target is not None:
                     target.end()

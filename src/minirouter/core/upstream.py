@@ -107,8 +107,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser = httptools.HttpResponseParser(self)
 
     def eof_received(self) -> bool | None:
-        if self.tunnel and self.handler is not None:
-            return True  # half-close: the cycle forwards the EOF, then closes
+        # Also in a tunnel: an upstream that stops sending ends the tunnel (WebSocket
+        # servers close after the closing handshake); connection_lost tells the cycle.
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -1,0 +1,826 @@
+"""The fast-path API, run against both implementations (ids `c` and `py`).
+
+`_fastpath_py` is the spec; the Hypothesis tests at the end check that the compiled `_fastpath`
+gives the same answers on random route sets, requests and heads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import os
+import random
+import subprocess
+import sys
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from minirouter import _fastpath_py, fastpath
+from minirouter.model import HeaderEdits, Route
+
+NO_EXTENSIONS = os.environ.get("MINIROUTER_NO_EXTENSIONS") == "1"
+
+
+def _compiled() -> ModuleType:
+    if NO_EXTENSIONS:
+        pytest.skip("MINIROUTER_NO_EXTENSIONS=1: the compiled module is not built")
+    # Not skipped when missing: a build that silently lost the extension must fail here.
+    return importlib.import_module("minirouter._fastpath")
+
+
+def _module(name: str) -> ModuleType:
+    return _compiled() if name == "c" else _fastpath_py
+
+
+# Module scope: Hypothesis tests may use it (it holds no per-test state).
+@pytest.fixture(scope="module", params=["c", "py"])
+def fp(request: pytest.FixtureRequest) -> ModuleType:
+    return _module(request.param)
+
+
+def R(route_id: str, **kw: Any) -> Route:  # short: the tests build many routes
+    return Route(id=route_id, upstream="u", **kw)
+
+
+# ------------------------------------------------------------------------ implementation
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="MINIROUTER_NO_EXTENSIONS=1")
+def test_fastpath_loads_the_compiled_module() -> None:
+    compiled = importlib.import_module("minirouter._fastpath")
+    assert compiled.__file__ is not None
+    assert compiled.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    assert fastpath.IMPLEMENTATION == "c"
+    assert fastpath.RouteTable is compiled.RouteTable
+    assert fastpath.build_request_head is compiled.build_request_head
+    assert fastpath.normalize_host is compiled.normalize_host
+
+
+def test_no_extensions_env_selects_plain_python() -> None:
+    code = "from minirouter import fastpath; print(fastpath.IMPLEMENTATION, fastpath.RouteTable.__module__)"
+    env = {**os.environ, "MINIROUTER_NO_EXTENSIONS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["py", "minirouter._fastpath_py"]
+
+
+def test_both_modules_export_the_same_api(fp: ModuleType) -> None:
+    for name in _fastpath_py.__all__:
+        assert hasattr(fp, name), name
+
+
+# ---------------------------------------------------------------------------- hosts
+
+
+@pytest.mark.parametrize(
+    ("given_host", "expected"),
+    [
+        ("example.com", "example.com"),
+        ("Example.COM", "example.com"),
+        ("example.com:8080", "example.com"),
+        ("EXAMPLE.com.:443", "example.com"),
+        ("example.com.", "example.com"),
+        ("example.com..", "example.com."),
+        ("[::1]:8080", "::1"),
+        ("[::1]", "::1"),
+        ("[2001:DB8::1]:80", "2001:db8::1"),
+        ("::1", "::1"),
+        ("127.0.0.1:80", "127.0.0.1"),
+        ("", ""),
+        ("ÉXAMPLE.com", "éxample.com"),
+    ],
+)
+def test_normalize_host(fp: ModuleType, given_host: str, expected: str) -> None:
+    assert fp.normalize_host(given_host) == expected
+
+
+# --------------------------------------------------------------------- which route wins
+
+
+def winner(fp: ModuleType, routes: list[Route], host: str, path: str, method: str = "GET",
+           headers: dict[str, str] | None = None) -> str | None:  # fmt: skip
+    found = fp.RouteTable(routes).match(host, path, method, headers)
+    return None if found is None else str(found.route.id)
+
+
+def test_host_specificity(fp: ModuleType) -> None:
+    routes = [
+        R("any"),
+        R("wild", hosts=("*.example.com",)),
+        R("wild-longer", hosts=("*.api.example.com",)),
+        R("exact", hosts=("v1.api.example.com",)),
+    ]
+    assert winner(fp, routes, "v1.api.example.com", "/") == "exact"
+    assert winner(fp, routes, "v2.api.example.com", "/") == "wild-longer"
+    assert winner(fp, routes, "a.b.api.example.com", "/") == "wild-longer"
+    assert winner(fp, routes, "www.example.com", "/") == "wild"
+    # A wildcard needs at least one label in front of its suffix.
+    assert winner(fp, routes, "example.com", "/") == "any"
+    assert winner(fp, routes, "api.example.com", "/") == "wild"
+    assert winner(fp, routes, "other.org", "/") == "any"
+
+
+def test_host_is_normalised_on_both_sides(fp: ModuleType) -> None:
+    routes = [R("a", hosts=("API.Example.com.",)), R("w", hosts=("*.Example.ORG",))]
+    assert winner(fp, routes, "api.example.COM:8443", "/") == "a"
+    assert winner(fp, routes, "x.example.org.", "/") == "w"
+
+
+def test_no_fall_through_to_another_hosts_route(fp: ModuleType) -> None:
+    routes = [R("a", hosts=("a.example.com",))]
+    assert winner(fp, routes, "b.example.com", "/") is None
+
+
+def test_priority_beats_specificity(fp: ModuleType) -> None:
+    routes = [
+        R("exact", hosts=("a.example.com",), path="/v1/users", path_type="exact"),
+        R("any-root", priority=1),
+    ]
+    assert winner(fp, routes, "a.example.com", "/v1/users") == "any-root"
+
+
+def test_path_specificity(fp: ModuleType) -> None:
+    routes = [
+        R("root"),
+        R("v1", path="/v1"),
+        R("v1-slash", path="/v1/"),
+        R("exact", path="/v1/users", path_type="exact"),
+        R("regex", path=r"/v1/.*", path_type="regex"),
+    ]
+    assert winner(fp, routes, "h", "/v1/users") == "exact"
+    assert winner(fp, routes, "h", "/v1/users/1") == "v1-slash"
+    # A prefix is a plain string prefix, as in nginx.
+    assert winner(fp, routes, "h", "/v1x") == "v1"
+    assert winner(fp, routes, "h", "/") == "root"
+    only_regex = [R("regex", path=r"/v1/.*", path_type="regex"), R("other", path="/x")]
+    assert winner(fp, only_regex, "h", "/v1/a") == "regex"
+
+
+def test_smaller_id_breaks_ties(fp: ModuleType) -> None:
+    routes = [R("b"), R("a"), R("c")]
+    assert winner(fp, routes, "h", "/") == "a"
+
+
+def test_answer_does_not_depend_on_input_order(fp: ModuleType) -> None:
+    routes = [R(f"r{i}", path=f"/{'x' * (i % 3)}", priority=i % 2) for i in range(12)]
+    expected = winner(fp, routes, "h", "/xx/y")
+    rng = random.Random(7)
+    for _ in range(5):
+        rng.shuffle(routes)
+        assert winner(fp, routes, "h", "/xx/y") == expected
+
+
+def test_disabled_routes_are_left_out(fp: ModuleType) -> None:
+    routes = [R("off", priority=9, enabled=False), R("on")]
+    table = fp.RouteTable(routes)
+    assert len(table) == 1
+    assert winner(fp, routes, "h", "/") == "on"
+
+
+def test_methods_and_headers(fp: ModuleType) -> None:
+    routes = [
+        R("canary", priority=5, headers={"X-Canary": "1"}),
+        R("writes", priority=3, methods=("POST", "PUT")),
+        R("default"),
+    ]
+    assert winner(fp, routes, "h", "/", "GET", {"x-canary": "1"}) == "canary"
+    assert winner(fp, routes, "h", "/", "GET", {"x-canary": "0"}) == "default"
+    assert winner(fp, routes, "h", "/", "GET", None) == "default"
+    assert winner(fp, routes, "h", "/", "POST", {}) == "writes"
+    assert winner(fp, routes, "h", "/", "DELETE") == "default"
+
+
+def test_falls_back_to_next_candidate_under_the_same_key(fp: ModuleType) -> None:
+    # Same host, same prefix: the best one is rejected by its method, the next one must win,
+    # and a less specific route only if every route under the key is rejected.
+    routes = [
+        R("p-post", hosts=("h",), path="/api/", priority=2, methods=("POST",)),
+        R("p-canary", hosts=("h",), path="/api/", priority=1, headers={"x-canary": "1"}),
+        R("p-get", hosts=("h",), path="/api/", methods=("GET",)),
+        R("short", hosts=("h",), path="/"),
+    ]
+    assert winner(fp, routes, "h", "/api/x", "POST") == "p-post"
+    assert winner(fp, routes, "h", "/api/x", "GET", {"x-canary": "1"}) == "p-canary"
+    assert winner(fp, routes, "h", "/api/x", "GET") == "p-get"
+    assert winner(fp, routes, "h", "/api/x", "PUT") == "short"
+
+
+def test_regex_routes_and_captures(fp: ModuleType) -> None:
+    routes = [
+        R("user", path=r"/u/(\d+)(/edit)?", path_type="regex", rewrite="/users/$1${2}"),
+        R("ten", path="/t" + "(.)" * 10, path_type="regex", rewrite="/${10}/$1/$0"),
+        R("plain", path=r"/p/(\w+)", path_type="regex"),
+    ]
+    table = fp.RouteTable(routes)
+    found = table.match("h", "/u/42", "GET")
+    assert (found.route.id, found.captures, found.path) == ("user", ("42", ""), "/users/42")
+    # re.match: anchored at the start only.
+    found = table.match("h", "/u/42/edit/more", "GET")
+    assert (found.captures, found.path) == (("42", "/edit"), "/users/42/edit")
+    found = table.match("h", "/tabcdefghij", "GET")
+    assert found.path == "/j/a//tabcdefghij"
+    found = table.match("h", "/p/abc/x", "GET")
+    assert (found.captures, found.path) == (("abc",), "/p/abc/x")
+    assert table.match("h", "/x/u/42", "GET") is None
+
+
+def test_regex_only_scanned_when_it_could_win(fp: ModuleType) -> None:
+    routes = [
+        R("literal", path="/a"),
+        R("regex-high", path=r"/a(.*)", path_type="regex", priority=1),
+        R("regex-low", path=r"/(.*)", path_type="regex"),
+    ]
+    assert winner(fp, routes, "h", "/ab") == "regex-high"
+    assert winner(fp, routes[::2], "h", "/ab") == "literal"
+    assert winner(fp, routes[::2], "h", "/b") == "regex-low"
+
+
+@pytest.mark.parametrize(
+    ("route", "path", "forwarded"),
+    [
+        (R("r", path="/v1/", strip_prefix=True), "/v1/users", "/users"),
+        (R("r", path="/v1", strip_prefix=True), "/v1/users", "/users"),
+        (R("r", path="/v1", strip_prefix=True), "/v1", "/"),
+        (R("r", path="/v1/", strip_prefix=True), "/v1/", "/"),
+        (R("r", path="/v1", strip_prefix=True), "/v1x", "/x"),
+        (R("r", path="/v1", strip_prefix=False), "/v1/users", "/v1/users"),
+        (R("r", path="/v1", path_type="exact", strip_prefix=True), "/v1", "/"),
+        (R("r", path="/v1", path_type="exact"), "/v1", "/v1"),
+    ],
+)
+def test_forwarded_path(fp: ModuleType, route: Route, path: str, forwarded: str) -> None:
+    found = fp.RouteTable([route]).match("h", path, "GET")
+    assert (found.path, found.captures) == (forwarded, ())
+
+
+def test_match_carries_compiled_edits(fp: ModuleType) -> None:
+    route = R("r", request_headers=HeaderEdits(set={"X-Env": "prod"}))
+    found = fp.RouteTable([route]).match("h", "/", "GET")
+    assert found.route is route
+    assert isinstance(found.request_edits, fp.Edits)
+    assert found.request_edits
+    assert not found.response_edits
+    assert found.request_edits == fp.compile_edits(route.request_headers)
+    assert not fp.compile_edits(None)
+    assert not fp.compile_edits(HeaderEdits())
+
+
+def test_bad_tables_are_rejected(fp: ModuleType) -> None:
+    with pytest.raises(ValueError, match="duplicate route id"):
+        fp.RouteTable([R("a"), R("a", path="/x")])
+    with pytest.raises(ValueError, match="invalid regex"):
+        fp.RouteTable([R("a", path="(", path_type="regex")])
+    # A disabled duplicate is not in the table, so it does not count.
+    assert len(fp.RouteTable([R("a"), R("a", enabled=False)])) == 1
+
+
+def test_empty_table(fp: ModuleType) -> None:
+    table = fp.RouteTable([])
+    assert len(table) == 0
+    assert table.match("h", "/", "GET") is None
+    explanation = table.explain("h", "/", "GET")
+    assert explanation.winner is None
+    assert explanation.candidates == []
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def test_explain_reasons(fp: ModuleType) -> None:
+    routes = [
+        R("win", hosts=("a.example.com",), path="/v1/", priority=10),
+        R("low", hosts=("a.example.com",), path="/v1/users", path_type="exact"),
+        R("host", hosts=("*.example.com",), path="/v1/", priority=10),
+        R("path", hosts=("a.example.com",), path="/v", priority=10),
+        R("zid", hosts=("a.example.com",), path="/v1/", priority=10),
+        R("nohost", hosts=("b.example.com",)),
+        R("nopath", path="/v2/"),
+        R("method", methods=("POST",)),
+        R("header", headers={"X-Canary": "1"}),
+        R("off", enabled=False),
+    ]
+    table = fp.RouteTable(routes)
+    explanation = table.explain("A.example.com", "/v1/users", "GET", {})
+    got = [(c.route_id, c.matched, c.reason) for c in explanation.candidates]
+    assert got == [
+        ("win", True, "winner"),
+        ("zid", True, "larger id"),
+        ("path", True, "less specific path"),
+        ("host", True, "less specific host"),
+        ("low", True, "lower priority (0 < 10)"),
+        ("header", False, "header x-canary does not match"),
+        ("method", False, "method GET not allowed"),
+        ("nohost", False, "host does not match"),
+        ("nopath", False, "path does not match"),
+    ]
+    assert explanation.winner is not None
+    assert explanation.winner.route.id == "win"
+    assert explanation.winner.path == "/v1/users"
+    assert explanation.winner == table.match("A.example.com", "/v1/users", "GET", {})
+    assert explanation.candidates[0] == fp.Candidate("win", True, "winner")
+
+
+# ---------------------------------------------------------------------- head building
+
+
+def request_head(fp: ModuleType, headers: list[tuple[bytes, bytes]], **kw: Any) -> bytes:
+    args: dict[str, Any] = {
+        "host": b"backend:8080",
+        "client_ip": b"192.0.2.7",
+        "proto": b"https",
+        "forwarded_host": b"www.example.com",
+        "edits": None,
+        "upgrade": None,
+        "content_length": None,
+        "chunked": False,
+    }
+    args.update(kw)
+    return bytes(fp.build_request_head(b"GET", b"/p?q=1", headers, **args))
+
+
+def response_head(fp: ModuleType, headers: list[tuple[bytes, bytes]], **kw: Any) -> bytes:
+    args: dict[str, Any] = {
+        "edits": None,
+        "keep_alive": True,
+        "upgrade": None,
+        "content_length": None,
+        "chunked": False,
+    }
+    args.update(kw)
+    return bytes(fp.build_response_head(200, b"OK", headers, **args))
+
+
+def test_request_head_basic(fp: ModuleType) -> None:
+    head = request_head(
+        fp,
+        [
+            (b"Host", b"www.example.com"),
+            (b"User-Agent", b"curl/8"),
+            (b"Accept", b"*/*"),
+            (b"Content-Length", b"5"),
+        ],
+        content_length=5,
+    )
+    assert head == (
+        b"GET /p?q=1 HTTP/1.1\r\n"
+        b"Host: backend:8080\r\n"
+        b"User-Agent: curl/8\r\n"
+        b"Accept: */*\r\n"
+        b"X-Forwarded-For: 192.0.2.7\r\n"
+        b"X-Forwarded-Proto: https\r\n"
+        b"X-Forwarded-Host: www.example.com\r\n"
+        b"Via: 1.1 minirouter\r\n"
+        b"Content-Length: 5\r\n"
+        b"\r\n"
+    )
+
+
+def test_request_head_drops_hop_by_hop(fp: ModuleType) -> None:
+    head = request_head(
+        fp,
+        [
+            (b"connection", b"keep-alive, X-Secret , x-forwarded-for,HOST"),
+            (b"Connection", b"Via"),
+            (b"X-Secret", b"s"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"TE", b"trailers"),
+            (b"Trailer", b"X-T"),
+            (b"Upgrade", b"websocket"),
+            (b"Proxy-Authorization", b"Basic x"),
+            (b"Proxy-Connection", b"keep-alive"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"X-Forwarded-Proto", b"http"),
+            (b"x-forwarded-host", b"evil"),
+            (b"X-Forwarded-For", b"10.0.0.1"),
+            (b"Via", b"1.0 old"),
+            (b"X-Kept", b"k"),
+        ],
+        chunked=True,
+    )
+    assert head == (
+        b"GET /p?q=1 HTTP/1.1\r\n"
+        b"Host: backend:8080\r\n"
+        b"X-Kept: k\r\n"
+        # Listed in Connection, so the client's values go; the router's own still get written.
+        b"X-Forwarded-For: 192.0.2.7\r\n"
+        b"X-Forwarded-Proto: https\r\n"
+        b"X-Forwarded-Host: www.example.com\r\n"
+        b"Via: 1.1 minirouter\r\n"
+        b"Transfer-Encoding: chunked\r\n"
+        b"\r\n"
+    )
+
+
+def test_request_head_merges_forwarded_for_and_via(fp: ModuleType) -> None:
+    head = request_head(
+        fp,
+        [
+            (b"X-Forwarded-For", b"203.0.113.1, 10.0.0.1"),
+            (b"Via", b"1.1 edge"),
+            (b"x-forwarded-for", b"10.0.0.2"),
+            (b"VIA", b"1.1 lb"),
+        ],
+    )
+    assert b"X-Forwarded-For: 203.0.113.1, 10.0.0.1, 10.0.0.2, 192.0.2.7\r\n" in head
+    assert b"Via: 1.1 edge, 1.1 lb, 1.1 minirouter\r\n" in head
+    assert head.count(b"X-Forwarded-For") == 1
+    assert head.lower().count(b"via:") == 1
+
+
+def test_request_head_upgrade(fp: ModuleType) -> None:
+    head = request_head(
+        fp, [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")], upgrade=b"websocket"
+    )
+    assert head.endswith(
+        b"Via: 1.1 minirouter\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+    )
+    assert head.count(b"pgrade:") == 1
+
+
+def test_request_head_edits(fp: ModuleType) -> None:
+    edits = fp.compile_edits(
+        HeaderEdits(
+            set={"x-env": "prod", "X-New": "n", "Host": "internal"},
+            add={"X-Added": "a", "x-env": "also"},
+            remove=("X-Debug", "X-Forwarded-Host"),
+        )
+    )
+    head = request_head(
+        fp,
+        [
+            (b"X-Env", b"dev"),
+            (b"x-debug", b"1"),
+            (b"A", b"1"),
+            (b"X-ENV", b"dev2"),
+        ],
+        edits=edits,
+    )
+    assert head == (
+        b"GET /p?q=1 HTTP/1.1\r\n"
+        b"Host: internal\r\n"
+        b"x-env: prod\r\n"
+        b"A: 1\r\n"
+        b"X-Forwarded-For: 192.0.2.7\r\n"
+        b"X-Forwarded-Proto: https\r\n"
+        b"Via: 1.1 minirouter\r\n"
+        b"X-New: n\r\n"
+        b"X-Added: a\r\n"
+        b"x-env: also\r\n"
+        b"\r\n"
+    )
+
+
+def test_edits_cannot_touch_framing_or_inject(fp: ModuleType) -> None:
+    edits = fp.compile_edits(
+        HeaderEdits(
+            set={"Transfer-Encoding": "chunked", "X-Bad": "a\r\nX-Evil: 1", "Bad Name": "v"},
+            add={"Content-Length": "0", "Proxy-X": "1", "Connection": "close"},
+            remove=("Content-Length", "Upgrade"),
+        )
+    )
+    assert not edits
+    head = request_head(fp, [], edits=edits, content_length=3, upgrade=b"h2c")
+    assert b"Content-Length: 3\r\n" in head
+    assert b"Transfer-Encoding" not in head
+    assert b"Upgrade: h2c\r\nConnection: upgrade\r\n" in head
+    assert b"Evil" not in head
+
+
+def test_request_head_never_emits_cr_lf_nul(fp: ModuleType) -> None:
+    head = request_head(
+        fp,
+        [(b"X-Bad", b"a\r\nInjected: 1"), (b"X-Nul", b"a\x00b"), (b"X\nBad", b"v"), (b"Ok", b"1")],
+        host=b"h\r\nX-Evil: 1",
+        client_ip=b"1.2.3.4\n",
+        forwarded_host=b"f\x00",
+        upgrade=b"ws\r\n",
+    )
+    lines = head.split(b"\r\n")
+    assert lines[-2:] == [b"", b""]
+    assert all(b"\r" not in line and b"\n" not in line and b"\x00" not in line for line in lines)
+    assert b"Injected" not in head
+    assert b"Ok: 1\r\n" in head
+    assert b"Host: hX-Evil: 1\r\n" in head  # scrubbed, and still a single Host line
+
+
+def test_response_head(fp: ModuleType) -> None:
+    upstream = [
+        (b"Content-Type", b"text/plain"),
+        (b"Connection", b"keep-alive, X-Hop"),
+        (b"X-Hop", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Content-Length", b"99"),
+        (b"Proxy-Authenticate", b"Basic"),
+        (b"Server", b"upstream"),
+        (b"Via", b"1.1 app"),
+    ]
+    assert response_head(fp, upstream, content_length=12) == (
+        b"HTTP/1.1 200 OK\r\n"
+        b"Content-Type: text/plain\r\n"
+        b"Server: upstream\r\n"
+        b"Via: 1.1 app\r\n"
+        b"Content-Length: 12\r\n"
+        b"\r\n"
+    )
+    edits = fp.compile_edits(HeaderEdits(set={"server": "minirouter"}, add={"X-A": "1"}))
+    assert response_head(fp, upstream, chunked=True, keep_alive=False, edits=edits) == (
+        b"HTTP/1.1 200 OK\r\n"
+        b"Content-Type: text/plain\r\n"
+        b"server: minirouter\r\n"
+        b"Via: 1.1 app\r\n"
+        b"Transfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n"
+        b"X-A: 1\r\n"
+        b"\r\n"
+    )
+
+
+def test_response_head_upgrade(fp: ModuleType) -> None:
+    head = bytes(
+        fp.build_response_head(
+            101,
+            b"Switching Protocols",
+            [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"Sec-X", b"k")],
+            edits=None,
+            keep_alive=False,
+            upgrade=b"websocket",
+            content_length=None,
+            chunked=False,
+        )
+    )
+    assert head == (
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        b"Sec-X: k\r\n"
+        b"Connection: upgrade\r\n"
+        b"Upgrade: websocket\r\n"
+        b"\r\n"
+    )
+
+
+def test_large_head_and_many_edits(fp: ModuleType) -> None:
+    # Past the compiled builder's stack buffers (head bytes and tracked "set" edits).
+    many = {f"X-S{i}": str(i) for i in range(40)}
+    edits = fp.compile_edits(HeaderEdits(set=many))
+    headers = [(b"X-Big%d" % i, b"v" * 300) for i in range(30)] + [(b"x-s3", b"old")]
+    head = request_head(fp, headers, edits=edits)
+    spec_edits = _fastpath_py.compile_edits(HeaderEdits(set=many))
+    assert head == request_head(_fastpath_py, headers, edits=spec_edits)
+    assert head.count(b"X-Big") == 30
+    assert b"X-S3: 3\r\n" in head
+    assert b"old" not in head
+
+
+def test_header_type_errors_do_not_crash(fp: ModuleType) -> None:
+    with pytest.raises((TypeError, AttributeError)):
+        request_head(fp, [("str-name", b"v")])  # type: ignore[list-item]
+    with pytest.raises((TypeError, ValueError)):
+        request_head(fp, [(b"only-name",)])  # type: ignore[list-item]
+
+
+# ----------------------------------------------------- Hypothesis: c == py, explain == match
+
+HOST_PATTERNS = ["a.com", "x.a.com", "y.x.a.com", "b.com", "B.com.", "*.a.com", "*.x.a.com",
+                 "*.com", "*.b.com", "*.y.x.a.com"]  # fmt: skip
+REQUEST_HOSTS = ["a.com", "x.a.com", "y.x.a.com", "z.y.x.a.com", "b.com", "c.b.com",
+                 "X.A.COM:8080", "a.com.", "other.org", "[::1]:80", "", ".a.com", "com"]  # fmt: skip
+LITERAL_PATHS = ["/", "/a", "/a/", "/a/b", "/ab", "/a/b/c", ""]
+REGEXES = [r"/a/(\d+)", r"/(a|b)(/.*)?", r"/a(x)?(/)?", r".*", r"/a/b", r"(/)(a)?"]
+REWRITES = [None, "/r/$1", "/x${2}y$0", "/static", "$3", "${12}$$1"]
+
+
+# Conditions are drawn sparingly so that most requests meet several matching routes and every
+# precedence rule gets exercised, not just "no route matches".
+sparse_hosts = st.just(()) | st.lists(st.sampled_from(HOST_PATTERNS), max_size=2).map(tuple)
+sparse_methods = st.just(()) | st.just(()) | st.sets(st.sampled_from(["GET", "POST"])).map(tuple)
+sparse_headers = (
+    st.just({})
+    | st.just({})
+    | st.dictionaries(
+        st.sampled_from(["X-Canary", "x-env"]), st.sampled_from(["1", "prod"]), max_size=2
+    )
+)
+
+
+@st.composite
+def routes_strategy(draw: st.DrawFn) -> list[Route]:
+    ids = draw(st.lists(st.text("abcd", min_size=1, max_size=3), unique=True, max_size=12))
+    routes = []
+    for route_id in ids:
+        path_type = draw(st.sampled_from(["prefix", "prefix", "exact", "regex"]))
+        regex = path_type == "regex"
+        routes.append(
+            Route(
+                id=route_id,
+                hosts=draw(sparse_hosts),
+                path=draw(st.sampled_from(REGEXES if regex else LITERAL_PATHS)),
+                path_type=path_type,
+                methods=draw(sparse_methods),
+                headers=draw(sparse_headers),
+                priority=draw(st.integers(0, 2)),
+                strip_prefix=draw(st.booleans()),
+                rewrite=draw(st.sampled_from(REWRITES)) if regex else None,
+                enabled=draw(st.sampled_from([True, True, True, False])),
+            )
+        )
+    return routes
+
+
+request_paths = st.sampled_from([*LITERAL_PATHS, "/a/12", "/b/x", "/ax/", "/a/b/cd"]) | st.text(
+    "/ab1x", max_size=8
+)
+request_headers = st.none() | st.dictionaries(
+    st.sampled_from(["x-canary", "x-env", "X-Canary"]), st.sampled_from(["1", "0", "prod"])
+)
+request_hosts = st.sampled_from(REQUEST_HOSTS[:4]) | st.sampled_from(REQUEST_HOSTS)
+
+
+def _summary(found: Any) -> tuple[str, tuple[str, ...], str] | None:
+    if found is None:
+        return None
+    return (found.route.id, tuple(found.captures), found.path)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    routes=routes_strategy(),
+    host=request_hosts,
+    path=request_paths,
+    method=st.sampled_from(["GET", "POST", "PUT"]),
+    headers=request_headers,
+)
+def test_compiled_matches_spec(
+    routes: list[Route], host: str, path: str, method: str, headers: dict[str, str] | None
+) -> None:
+    compiled = _compiled()
+    spec_table = _fastpath_py.RouteTable(routes)
+    c_table = compiled.RouteTable(routes)
+    expected = _summary(spec_table.match(host, path, method, headers))
+    assert _summary(c_table.match(host, path, method, headers)) == expected
+
+    spec_explained = spec_table.explain(host, path, method, headers)
+    c_explained = c_table.explain(host, path, method, headers)
+    assert _summary(spec_explained.winner) == expected
+    assert _summary(c_explained.winner) == expected
+    assert [(c.route_id, c.matched, c.reason) for c in c_explained.candidates] == [
+        (c.route_id, c.matched, c.reason) for c in spec_explained.candidates
+    ]
+
+
+@settings(max_examples=200)
+@given(
+    routes=routes_strategy(),
+    host=request_hosts,
+    path=request_paths,
+    method=st.sampled_from(["GET", "POST"]),
+    headers=request_headers,
+)
+def test_explain_agrees_with_match(
+    fp: ModuleType,
+    routes: list[Route],
+    host: str,
+    path: str,
+    method: str,
+    headers: dict[str, str] | None,
+) -> None:
+    table = fp.RouteTable(routes)
+    found = table.match(host, path, method, headers)
+    explained = table.explain(host, path, method, headers)
+    assert explained.winner == found
+    assert len(explained.candidates) == len(table)
+    matched = [c for c in explained.candidates if c.matched]
+    assert (matched[0].route_id if matched else None) == (found and found.route.id)
+    assert all(c.reason != "winner" for c in explained.candidates[1:])
+
+
+@given(host=st.text(max_size=12) | st.sampled_from(REQUEST_HOSTS))
+def test_normalize_host_agrees(host: str) -> None:
+    assert _compiled().normalize_host(host) == _fastpath_py.normalize_host(host)
+
+
+HEADER_NAMES = [b"Host", b"host", b"Connection", b"connection", b"Keep-Alive", b"TE", b"Trailer",
+                b"Upgrade", b"Proxy-Authorization", b"proxy-connection", b"X-Forwarded-For",
+                b"x-forwarded-for", b"X-Forwarded-Proto", b"X-Forwarded-Host", b"Via", b"via",
+                b"Content-Length", b"Transfer-Encoding", b"Accept", b"X-A", b"x-a", b"Close",
+                b"X-Bad\r\n", b"Server", b"X-Env"]  # fmt: skip
+HEADER_VALUES = [b"", b"1", b"close", b"keep-alive", b"X-A, close", b" x-a ,Upgrade", b"\tVia",
+                 b"bad\r\nvalue", b"nul\x00", b"10.0.0.1", b"1.1 proxy", b"host, server"]  # fmt: skip
+EDIT_NAMES = ["X-A", "x-a", "Host", "Via", "X-Forwarded-For", "Content-Length", "Bad Name",
+              "Server", "X-Env", "x-env", "Upgrade", "Proxy-Foo", "X-New"]  # fmt: skip
+EDIT_VALUES = ["v", "w", "", "a\r\nb", "caf\u00e9"]
+
+header_lists = st.lists(
+    st.tuples(
+        st.sampled_from(HEADER_NAMES) | st.binary(max_size=6),
+        st.sampled_from(HEADER_VALUES) | st.binary(max_size=8),
+    ),
+    max_size=10,
+)
+header_edits = st.none() | st.builds(
+    HeaderEdits,
+    set=st.dictionaries(st.sampled_from(EDIT_NAMES), st.sampled_from(EDIT_VALUES), max_size=4),
+    add=st.dictionaries(st.sampled_from(EDIT_NAMES), st.sampled_from(EDIT_VALUES), max_size=3),
+    remove=st.lists(st.sampled_from(EDIT_NAMES), max_size=3).map(tuple),
+)
+small_bytes = st.sampled_from([b"", b"h", b"10.1.2.3", b"a\r\nb"]) | st.binary(max_size=6)
+framing = st.tuples(st.none() | st.integers(0, 2**40), st.booleans())
+
+
+def _assert_well_formed(head: bytes) -> None:
+    assert head.endswith(b"\r\n\r\n")
+    body = head.replace(b"\r\n", b"")
+    assert b"\r" not in body
+    assert b"\n" not in body
+    assert b"\x00" not in body
+    names = [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")[1:-2]]
+    # Exactly the framing the core asked for: never two, never one smuggled in.
+    assert names.count(b"content-length") + names.count(b"transfer-encoding") <= 1
+
+
+@settings(max_examples=300)
+@given(
+    headers=header_lists,
+    edits=header_edits,
+    method=small_bytes,
+    target=small_bytes,
+    host=small_bytes,
+    client_ip=small_bytes,
+    proto=small_bytes,
+    forwarded_host=small_bytes,
+    upgrade=st.none() | small_bytes,
+    frame=framing,
+)
+def test_request_head_compiled_matches_spec(
+    headers: list[tuple[bytes, bytes]],
+    edits: HeaderEdits | None,
+    method: bytes,
+    target: bytes,
+    host: bytes,
+    client_ip: bytes,
+    proto: bytes,
+    forwarded_host: bytes,
+    upgrade: bytes | None,
+    frame: tuple[int | None, bool],
+) -> None:
+    compiled = _compiled()
+    heads = []
+    for module in (_fastpath_py, compiled):
+        heads.append(
+            module.build_request_head(
+                method,
+                target,
+                headers,
+                host=host,
+                client_ip=client_ip,
+                proto=proto,
+                forwarded_host=forwarded_host,
+                edits=module.compile_edits(edits),
+                upgrade=upgrade,
+                content_length=frame[0],
+                chunked=frame[1],
+            )
+        )
+    assert heads[1] == heads[0]
+    _assert_well_formed(heads[0])
+
+
+@settings(max_examples=300)
+@given(
+    status=st.integers(100, 599),
+    reason=small_bytes,
+    headers=header_lists,
+    edits=header_edits,
+    keep_alive=st.booleans(),
+    upgrade=st.none() | small_bytes,
+    frame=framing,
+)
+def test_response_head_compiled_matches_spec(
+    status: int,
+    reason: bytes,
+    headers: list[tuple[bytes, bytes]],
+    edits: HeaderEdits | None,
+    keep_alive: bool,
+    upgrade: bytes | None,
+    frame: tuple[int | None, bool],
+) -> None:
+    compiled = _compiled()
+    heads = [
+        module.build_response_head(
+            status,
+            reason,
+            headers,
+            edits=module.compile_edits(edits),
+            keep_alive=keep_alive,
+            upgrade=upgrade,
+            content_length=frame[0],
+            chunked=frame[1],
+        )
+        for module in (_fastpath_py, compiled)
+    ]
+    assert heads[1] == heads[0]
+    _assert_well_formed(heads[0])

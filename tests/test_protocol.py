@@ -1,0 +1,253 @@
+"""ClientProtocol driven with a fake transport (as uvicorn's tests do): the router's own answers.
+
+Nothing here reaches an upstream; the integration tests cover proxying with real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from minirouter.config import CoreSettings, Limits
+from minirouter.core.protocol import ClientProtocol
+from minirouter.core.state import RouterState
+from minirouter.model import config_from_dict
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.closed = False
+        self.read_paused = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("192.0.2.7", 40000)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.buffer += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.read_paused = True
+
+    def resume_reading(self) -> None:
+        self.read_paused = False
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def statuses(self) -> list[int]:
+        out = []
+        for part in bytes(self.buffer).split(b"HTTP/1.1 ")[1:]:
+            out.append(int(part[:3]))
+        return out
+
+
+CONFIG = {
+    "upstreams": [{"id": "app", "targets": ["127.0.0.1:9"]}],
+    "routes": [
+        {"id": "app", "hosts": ["app.test"], "path": "/", "upstream": "app"},
+        {
+            "id": "old",
+            "hosts": ["old.test"],
+            "path": "^/item/(\\d+)$",
+            "path_type": "regex",
+            "redirect": {"to": "https://new.test/items/$1?from=$host", "code": 301},
+        },
+    ],
+}
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def make(
+    loop: asyncio.AbstractEventLoop, **limits: Any
+) -> tuple[ClientProtocol, FakeTransport, RouterState]:
+    settings = CoreSettings(access_log="off", limits=Limits(**limits))
+    state = RouterState(settings, loop)
+    assert state.apply(config_from_dict(CONFIG))
+    proto = ClientProtocol(state)
+    transport = FakeTransport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    return proto, transport, state
+
+
+def finish(proto: ClientProtocol, transport: FakeTransport) -> None:
+    if not transport.closed:
+        transport.close()
+    proto.connection_lost(None)
+
+
+def test_no_route_is_404_and_keeps_the_connection(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop)
+    proto.data_received(b"GET /x HTTP/1.1\r\nHost: nowhere.test\r\n\r\n")
+    assert tr.statuses() == [404]
+    assert not tr.closed
+    finish(proto, tr)
+
+
+def test_pipelined_requests_are_answered_in_order(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop)
+    proto.data_received(
+        b"GET /a HTTP/1.1\r\nHost: a.test\r\n\r\n"
+        b"GET /item/42 HTTP/1.1\r\nHost: old.test\r\n\r\n"
+        b"HEAD /b HTTP/1.1\r\nHost: b.test\r\n\r\n"
+    )
+    assert tr.statuses() == [404, 301, 404]
+    assert b"Location: https://new.test/items/42?from=old.test\r\n" in tr.buffer
+    # The answer to HEAD carries no body: the buffer ends with the blank line.
+    assert bytes(tr.buffer).endswith(b"\r\n\r\n")
+    finish(proto, tr)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+    ],
+    ids=["garbage", "space-in-name", "two-lengths", "nul"],
+)
+def test_malformed_request_is_400_and_close(loop: asyncio.AbstractEventLoop, raw: bytes) -> None:
+    proto, tr, _ = make(loop)
+    proto.data_received(raw)
+    assert tr.statuses() == [400]
+    assert b"Connection: close" in tr.buffer
+    assert tr.closed
+    finish(proto, tr)
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n", 405),
+        (b"POST / HTTP/1.1\r\nHost: app.test\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx", 417),
+        (b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2000\r\n\r\n", 413),
+    ],
+    ids=["no-host", "two-hosts", "connect", "expect", "too-large"],
+)
+def test_refused_requests(loop: asyncio.AbstractEventLoop, raw: bytes, status: int) -> None:
+    proto, tr, _ = make(loop, max_body_size=1000)
+    proto.data_received(raw)
+    assert tr.statuses() == [status]
+    assert tr.closed
+    finish(proto, tr)
+
+
+def test_chunked_body_over_the_limit_is_413(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, max_body_size=10)
+    proto.data_received(
+        b"POST / HTTP/1.1\r\nHost: nowhere.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n8\r\n12345678\r\n0\r\n\r\n"
+    )
+    # The 404 was sent as soon as the head was routed; the oversized body then cuts the connection.
+    assert tr.statuses()[0] == 404
+    assert tr.closed
+    finish(proto, tr)
+
+
+def test_request_line_too_long_is_414(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, max_request_line=100)
+    proto.data_received(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert tr.statuses() == [414]
+    assert tr.closed
+    finish(proto, tr)
+
+
+def test_request_line_too_long_in_small_pieces_is_414(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, max_request_line=100)
+    proto.data_received(b"GET /")
+    for _ in range(30):
+        if tr.closed:
+            break
+        proto.data_received(b"a" * 10)
+    assert tr.statuses() == [414]
+    finish(proto, tr)
+
+
+def test_header_block_too_large_is_431(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, max_header_size=1024)
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * 2000 + b"\r\n\r\n")
+    assert tr.statuses() == [431]
+    finish(proto, tr)
+
+
+def test_one_endless_header_line_is_cut_off(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, max_header_size=1024, max_request_line=256)
+    proto.data_received(b"GET / HTTP/1.1\r\nX-Big: ")
+    for _ in range(100):
+        if tr.closed:
+            break
+        proto.data_received(b"v" * 100)
+    assert tr.statuses() == [431]
+    assert tr.closed
+    finish(proto, tr)
+
+
+def test_too_many_headers_is_431(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, max_headers=10)
+    many = b"".join(b"X-%d: 1\r\n" % i for i in range(20))
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n")
+    assert tr.statuses() == [431]
+    finish(proto, tr)
+
+
+def test_slow_headers_get_408(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, header_timeout=0.05)
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: a")
+    loop.run_until_complete(asyncio.sleep(0.2))
+    assert tr.statuses() == [408]
+    assert tr.closed
+    finish(proto, tr)
+
+
+def test_idle_connection_is_closed_without_an_answer(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, header_timeout=0.05)
+    loop.run_until_complete(asyncio.sleep(0.2))
+    assert tr.closed
+    assert tr.buffer == b""
+    finish(proto, tr)
+
+
+def test_keepalive_timeout_closes_after_a_request(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, keepalive_timeout=0.05)
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: none.test\r\n\r\n")
+    assert not tr.closed
+    loop.run_until_complete(asyncio.sleep(0.2))
+    assert tr.closed
+    assert tr.statuses() == [404]
+    finish(proto, tr)
+
+
+def test_pipelining_pauses_reading_until_its_turn(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop)
+    # The first request is routed to an upstream that is being connected: the second waits.
+    proto.data_received(
+        b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\nGET /x HTTP/1.1\r\nHost: none.test\r\n\r\n"
+    )
+    assert tr.read_paused
+    assert len(proto.queue) == 2
+    assert tr.statuses() == []
+    finish(proto, tr)
+    loop.run_until_complete(asyncio.sleep(0))
