@@ -797,6 +797,13 @@ def run(args: argparse.Namespace) -> int:
             "loadavg_before": load_before,
             "loadavg_after": load_after,
             "git": git_info(),
+            "minirouter_fastpath": _run_quiet(
+                [
+                    sys.executable,
+                    "-c",
+                    "from minirouter import fastpath; print(fastpath.IMPLEMENTATION)",
+                ]
+            ),
             "results": {k: {**asdict(v), "errors": v.error_count} for k, v in results.items()},
             "ratio_minirouter_nginx": ratios(results),
             "runs": {k: [asdict(r) for r in rs] for k, rs in runs.items()},

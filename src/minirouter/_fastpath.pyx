@@ -199,6 +199,7 @@ cdef object _edit_value(value):
 
 
 @cython.final
+@cython.no_gc  # holds tuples of bytes only: it cannot be part of a reference cycle
 cdef class Edits:
     """Compiled `HeaderEdits`; opaque to callers: pass it to the head builders."""
 
@@ -289,7 +290,11 @@ def compile_edits(edits):
 # ---------------------------------------------------------------------------- result classes
 
 
+# Not tracked by the cyclic GC: a Match only holds immutable values (the route, strings,
+# tuples, Edits) that can never refer back to it, and one is allocated per request, so tracking
+# would only make the collector run more often on the hot path.
 @cython.final
+@cython.no_gc
 cdef class Match:
     """The winning route for one request, and what to forward."""
 
@@ -326,6 +331,7 @@ cdef class Match:
 
 
 @cython.final
+@cython.no_gc  # holds strings only
 cdef class Candidate:
     """One enabled route in an explanation: did it match, and if it did not win, why."""
 
@@ -652,7 +658,9 @@ cdef int _literal_path_spec(_Entry e, str path):
 
 cdef Match _make_match(_Entry e, str path, object found):
     cdef Match r = Match.__new__(Match)
-    cdef str rest
+    cdef Py_ssize_t n
+    cdef unsigned int kind
+    cdef void* data
     r.route = e.route
     r.request_edits = e.req_edits
     r.response_edits = e.resp_edits
@@ -666,11 +674,17 @@ cdef Match _make_match(_Entry e, str path, object found):
     elif e.kind == KIND_EXACT:
         r.path = "/"
     else:
-        rest = PyUnicode_Substring(path, e.plen, PyUnicode_GET_LENGTH(path))
-        if PyUnicode_GET_LENGTH(rest) and PyUnicode_READ(PyUnicode_KIND(rest), PyUnicode_DATA(rest), 0) == 47:
-            r.path = rest
+        # The spec's `rest if rest.startswith("/") else "/" + rest`, with one slice and no
+        # concatenation in the usual cases.
+        n = PyUnicode_GET_LENGTH(path)
+        kind = PyUnicode_KIND(path)
+        data = PyUnicode_DATA(path)
+        if e.plen < n and PyUnicode_READ(kind, data, e.plen) == 47:  # rest starts with "/"
+            r.path = PyUnicode_Substring(path, e.plen, n)
+        elif e.plen > 0 and PyUnicode_READ(kind, data, e.plen - 1) == 47:  # prefix ends in "/"
+            r.path = PyUnicode_Substring(path, e.plen - 1, n)
         else:
-            r.path = "/" + rest
+            r.path = "/" + PyUnicode_Substring(path, e.plen, n)
     return r
 
 

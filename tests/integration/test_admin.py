@@ -115,3 +115,35 @@ def test_metrics_count_router_errors_per_route(start_core: StartCore) -> None:
         5,
         message=lambda: f"requests_total{{route=dead,status=502}} == 1 in:\n{core.metrics_text()}",
     )
+
+
+def test_open_connections_gauge_returns_to_idle(
+    upstreams: UpstreamSet, start_core: StartCore
+) -> None:
+    echo = upstreams.http("echo")
+    core = start_core(config([upstream("u", echo.address)], [route("app", "u", path="/app/")]))
+    conns = [RawConnection(core.port) for _ in range(9)]
+    try:
+        for i, c in enumerate(conns):
+            if i % 3 == 0:
+                c.send(raw_request_bytes("GET", "/app/x", host="g.test"))
+                assert c.read_response().status == 200
+            elif i % 3 == 1:
+                c.send(b"BROKEN\r\n\r\n")
+                assert c.read_response().status == 400
+                assert c.wait_closed(5)  # the router closes after a 400
+            else:
+                c.send(b"POST /app/y HTTP/1.1\r\nHost: g.test\r\nContent-Length: 50\r\n\r\nabc")
+        poll(
+            lambda: metric_sum(core.metrics(), "minirouter_open_connections") >= 6,
+            5,
+            message="minirouter_open_connections to count the 6 open clients",
+        )
+    finally:
+        for c in conns:
+            c.close()
+    poll(
+        lambda: metric_sum(core.metrics(), "minirouter_open_connections") <= 1,
+        5,
+        message=lambda: f"open connections back to idle: {core.metrics_text()}",
+    )

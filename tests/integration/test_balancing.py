@@ -90,7 +90,7 @@ def test_least_conn_avoids_the_busy_target(upstreams: UpstreamSet, start_core: S
     results: list[Response] = []
 
     def slow() -> None:
-        results.append(request(core.port, headers={"X-Delay": "2"}, timeout=15))
+        results.append(request(core.port, headers={"X-Delay": "3"}, timeout=15))
 
     t1 = threading.Thread(target=slow)
     t1.start()
@@ -144,6 +144,9 @@ def test_hash_on_header_is_stable(upstreams: UpstreamSet, start_core: StartCore)
     assert not unstable, f"same X-User-Id went to several targets: {unstable}"
     used = {next(iter(s)) for s in seen.values()}
     assert len(used) >= 2, f"20 users all hashed to {used}: not a hash"
+    # no header at all still gets an answer
+    r = request(core.port)
+    assert r.status == 200, f"hash on a header the request lacks: {r.describe()}"
     # the same user on a fresh connection lands on the same target
     for user in users[:5]:
         r = request(core.port, headers={"X-User-Id": user})

@@ -76,6 +76,9 @@ def small(module_upstreams: UpstreamSet, module_start_core: StartCore) -> Env:
         b"GET / HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         b"POST / HTTP/1.1\r\nHost: ok.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
         b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: ok.test\r\nHost: other.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: ok.test\r\nX-Bad : v\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: ok.test\r\nX-Nul: a\x00b\r\n\r\n",
     ],
     ids=[
         "garbage",
@@ -84,6 +87,9 @@ def small(module_upstreams: UpstreamSet, module_start_core: StartCore) -> Env:
         "two-content-lengths",
         "bad-chunk",
         "no-host",
+        "two-hosts",
+        "space-before-colon",
+        "nul-in-value",
     ],
 )
 def test_400_malformed_then_close(defaults: Env, data: bytes) -> None:
@@ -342,3 +348,49 @@ def test_504_connect_timeout(start_core: StartCore) -> None:
             assert elapsed <= 5, f"timeouts.connect 0.5 answered after {elapsed:.2f}s"
     finally:
         blackhole.close()
+
+
+def test_408_slowloris_head_dripping_in(small: Env) -> None:
+    """The header timeout bounds the whole head, not the gap between two bytes."""
+    head = b"GET /drip HTTP/1.1\r\nHost: ok.test\r\nX-Long: " + b"a" * 100
+    with RawConnection(small.core.port, 10) as c:
+        start = time.monotonic()
+        closed = False
+        for byte in head:
+            try:
+                c.send(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            if c.wait_closed(0.15) or time.monotonic() - start > 8:
+                closed = True
+                break
+        elapsed = time.monotonic() - start
+    assert closed, "a head dripping in byte by byte was never cut off (--header-timeout 1)"
+    assert elapsed < 6, f"cut off only after {elapsed:.1f}s with --header-timeout 1"
+
+
+def test_413_from_content_length_without_waiting_for_the_body(small: Env) -> None:
+    before = small.echo.request_count()
+    with RawConnection(small.core.port, 5) as c:
+        c.send(b"POST /big HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 50000\r\n\r\n")
+        r = c.read_response()  # no body sent: the answer must not wait for it
+    assert r.status == 413, r.describe()
+    assert small.echo.request_count() == before
+
+
+def test_expect_100_continue(defaults: Env) -> None:
+    """A client that waits for `100 Continue` before its body gets one (from the router or the
+    upstream), then the final response."""
+    body = b"e" * 5000
+    with RawConnection(defaults.core.port, 5) as c:
+        c.send(
+            b"POST /expect HTTP/1.1\r\nHost: ok.test\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        status, _, _, head = c.read_head()
+        assert status == 100, f"expected an interim 100 Continue, got {head!r}"
+        c.send(body)
+        r = c.read_response()
+    assert r.status == 200, r.describe()
+    assert r.json()["body_len"] == len(body)

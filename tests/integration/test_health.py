@@ -9,7 +9,7 @@ from .cfg import config, route, upstream
 from .conftest import StartCore
 from .coreproc import poll
 from .httpclient import Response, request
-from .upstreams import UpstreamSet, free_port
+from .upstreams import BlackholeListener, UpstreamSet, free_port
 
 
 def name_of(r: Response) -> str | None:
@@ -91,8 +91,9 @@ def test_passive_all_targets_ejected_gives_503(
 
 
 def test_active_health_checks(upstreams: UpstreamSet, start_core: StartCore) -> None:
-    a, b = upstreams.http("a"), upstreams.http("b")
-    health = {"path": "/healthz", "interval": 0.2, "timeout": 1, "healthy": 2, "unhealthy": 2}
+    a = upstreams.http("a", health_path="/status/ready")
+    b = upstreams.http("b", health_path="/status/ready")
+    health = {"path": "/status/ready", "interval": 0.2, "timeout": 1, "healthy": 2, "unhealthy": 2}
     core = start_core(
         config(
             [upstream("pool", a.address, b.address, health=health)],
@@ -102,7 +103,7 @@ def test_active_health_checks(upstreams: UpstreamSet, start_core: StartCore) -> 
     poll(
         lambda: a.health_checks >= 2 and b.health_checks >= 2,
         10,
-        message="health checks on GET /healthz of both targets",
+        message="health checks on GET /status/ready of both targets",
     )
     poll(
         lambda: {name_of(request(core.port)) for _ in range(4)} == {"a", "b"},
@@ -184,3 +185,51 @@ def test_retries_zero_disables_retry(upstreams: UpstreamSet, start_core: StartCo
     )
     statuses = [request(core.port).status for _ in range(6)]
     assert 502 in statuses and 200 in statuses, statuses
+
+
+def test_retries_count_is_honoured(upstreams: UpstreamSet, start_core: StartCore) -> None:
+    live = upstreams.http("live")
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    passive = {"max_fails": 1000, "fail_timeout": 1}
+    core = start_core(
+        config(
+            [upstream("pool", *dead, live.address, passive=passive)],
+            [route("two", "pool", path="/two/", retries=2), route("one", "pool", path="/one/")],
+        )
+    )
+    for i in range(9):
+        r = request(core.port, "GET", f"/two/{i}")
+        assert r.status == 200, (
+            f"retries: 2 with 2 refusing targets of 3 must reach the live one: {r.describe()}"
+        )
+    statuses = [request(core.port, "GET", f"/one/{i}").status for i in range(9)]
+    assert 502 in statuses, (
+        f"default retries: 1 (2 attempts) cannot always get past 2 dead targets: {statuses}"
+    )
+
+
+def test_retry_after_connect_timeout(upstreams: UpstreamSet, start_core: StartCore) -> None:
+    live = upstreams.http("live")
+    blackhole = BlackholeListener()
+    try:
+        core = start_core(
+            config(
+                [
+                    upstream(
+                        "pool",
+                        blackhole.address,
+                        live.address,
+                        timeouts={"connect": 0.3, "read": 10, "idle": 60},
+                        passive={"max_fails": 1000, "fail_timeout": 1},
+                    )
+                ],
+                [route("r", "pool")],
+            )
+        )
+        for i in range(4):
+            start = time.monotonic()
+            r = request(core.port, "GET", f"/ct/{i}", timeout=15)
+            assert r.status == 200, f"GET after a connect timeout on one target: {r.describe()}"
+            assert time.monotonic() - start < 5
+    finally:
+        blackhole.close()

@@ -91,7 +91,7 @@ def test_in_flight_request_keeps_its_route(upstreams: UpstreamSet, start_core: S
     core = start_core(two_way(a, b, "a"))
     result: list[Response] = []
     t = threading.Thread(
-        target=lambda: result.append(request(core.port, headers={"X-Delay": "1.5"}, timeout=15))
+        target=lambda: result.append(request(core.port, headers={"X-Delay": "2.5"}, timeout=15))
     )
     t.start()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import socket
 import threading
 import time
 
@@ -12,7 +13,7 @@ import pytest
 
 from .cfg import config, route, upstream
 from .conftest import StartCore
-from .coreproc import CoreProcess
+from .coreproc import CoreProcess, poll
 from .httpclient import RawConnection, raw_request_bytes, request, send, sha256_hex
 from .upstreams import HttpUpstream, UpstreamSet, pattern_chunks, pattern_sha256
 
@@ -209,16 +210,19 @@ def test_pipelined_head_and_204_stay_in_sync(upstreams: UpstreamSet, start_core:
     data = (
         raw_request_bytes("HEAD", "/head", host="p.test")
         + raw_request_bytes("GET", "/nocontent", host="p.test", headers=[("X-Status", "204")])
+        + raw_request_bytes("GET", "/notmodified", host="p.test", headers=[("X-Status", "304")])
         + raw_request_bytes("GET", "/last", host="p.test")
     )
     with RawConnection(core.port) as c:
         c.send(data)
         head = c.read_response(head_request=True)
         empty = c.read_response()
+        not_modified = c.read_response()
         last = c.read_response()
     assert head.status == 200, head.describe()
     assert head.header("Content-Length") not in (None, "0"), "HEAD keeps the GET's Content-Length"
     assert empty.status == 204, empty.describe()
+    assert not_modified.status == 304, not_modified.describe()
     assert last.status == 200 and last.json()["target"] == "/last", last.describe()
 
 
@@ -271,3 +275,70 @@ def test_upstream_connections_are_reused(upstreams: UpstreamSet, start_core: Sta
         f"upstream saw {echo.connections} connections for 40 sequential requests: no pooling"
     )
     assert max(q.conn_seq for q in echo.snapshot()) >= 10
+
+
+def test_fifty_pipelined_requests_in_one_write(
+    upstreams: UpstreamSet, start_core: StartCore
+) -> None:
+    core, _ = simple(upstreams, start_core)
+    data = b"".join(raw_request_bytes("GET", f"/pipe/{i}", host="p.test") for i in range(50))
+    with RawConnection(core.port, 20) as c:
+        c.send(data)
+        targets = [c.read_response().json()["target"] for _ in range(50)]
+    assert targets == [f"/pipe/{i}" for i in range(50)]
+
+
+def test_client_half_close_still_gets_the_response(
+    upstreams: UpstreamSet, start_core: StartCore
+) -> None:
+    """A client may shut down its sending side after the request (HTTP allows it)."""
+    core, _ = simple(upstreams, start_core)
+    with RawConnection(core.port) as c:
+        c.send(raw_request_bytes("GET", "/half", host="h.test", headers=[("X-Delay", "0.3")]))
+        c.sock.shutdown(socket.SHUT_WR)
+        r = c.read_response()
+    assert r.status == 200 and r.json()["target"] == "/half", r.describe()
+
+
+def test_large_response_headers_pass_through(upstreams: UpstreamSet, start_core: StartCore) -> None:
+    core, _ = simple(upstreams, start_core)
+    big = "c" * 20000
+    r = request(core.port, headers=[("X-Set-Response-Header", f"Set-Cookie: big={big}")])
+    assert r.status == 200, r.describe()
+    assert r.header_all("Set-Cookie") == [f"big={big}"]
+
+
+def test_slow_request_body_not_cut_by_header_timeout(
+    upstreams: UpstreamSet, start_core: StartCore
+) -> None:
+    """--header-timeout is for the head; a body trickling in for longer must still arrive."""
+    core, _ = simple(upstreams, start_core, "--header-timeout", "1", "--keepalive-timeout", "1")
+    with RawConnection(core.port, 15) as c:
+        c.send(b"POST /trickle HTTP/1.1\r\nHost: t.test\r\nContent-Length: 10\r\n\r\n")
+        for i in range(10):
+            time.sleep(0.25)  # the point of the test: a slow sender
+            c.send(bytes([48 + i]))
+        r = c.read_response()
+    assert r.status == 200, r.describe()
+    assert r.json()["body_sha256"] == sha256_hex(b"0123456789")
+
+
+def test_client_abort_mid_download(upstreams: UpstreamSet, start_core: StartCore) -> None:
+    core, echo = simple(upstreams, start_core)
+    with RawConnection(core.port, 15) as c:
+        c.send(
+            raw_request_bytes("GET", "/dl-abort", host="d.test", headers=[("X-Download", str(BIG))])
+        )
+        status, _, _, head = c.read_head()
+        assert status == 200, head
+        c.read_some(MB)
+    conn_ids = echo.conn_ids_with(b"/dl-abort")
+    assert conn_ids
+    poll(
+        lambda: echo.is_closed(conn_ids[0]),
+        5,
+        message="the upstream download to be cut after its client went away",
+    )
+    for i in range(3):
+        r = request(core.port, "GET", f"/after/{i}")
+        assert r.status == 200 and r.json()["target"] == f"/after/{i}", r.describe()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from .cfg import config, route, upstream
 from .conftest import StartCore
 from .httpclient import RawConnection, raw_request_bytes, request
-from .upstreams import UpstreamSet
+from .upstreams import UpstreamSet, free_port
 
 
 def test_websocket_echo_both_ways(upstreams: UpstreamSet, start_core: StartCore) -> None:
@@ -92,3 +92,83 @@ def test_websocket_101_head_and_close(upstreams: UpstreamSet, start_core: StartC
         reply = c.read_exactly(2)
         assert reply[0] == 0x88, reply
         assert c.wait_closed(10), "tunnel not closed after the WebSocket closing handshake"
+
+
+def ws_connect(port: int, path: str = "/ws/x") -> ClientConnection:
+    return connect(
+        f"ws://127.0.0.1:{port}{path}",
+        proxy=None,
+        open_timeout=10,
+        close_timeout=5,
+        compression=None,
+    )
+
+
+def test_websocket_tunnel_survives_a_reload(upstreams: UpstreamSet, start_core: StartCore) -> None:
+    ws_up = upstreams.websocket("ws")
+    echo = upstreams.http("echo")
+    cfg = config(
+        [upstream("ws", ws_up.address), upstream("echo", echo.address)],
+        [route("ws", "ws", path="/ws/")],
+    )
+    core = start_core(cfg)
+    with ws_connect(core.port) as ws:
+        assert ws.recv(timeout=10) == "hello from ws"
+        ws.send("before")
+        assert ws.recv(timeout=10) == "before"
+        cfg["routes"].append(route("extra", "echo", path="/extra/"))
+        core.write_config(cfg)
+        core.sighup()
+        core.wait_for_revision(2)
+        ws.send("after")
+        assert ws.recv(timeout=10) == "after"
+
+
+def test_websocket_to_a_dead_upstream_is_502(start_core: StartCore) -> None:
+    core = start_core(config([upstream("ws", f"127.0.0.1:{free_port()}")], [route("ws", "ws")]))
+    with RawConnection(core.port, 10) as c:
+        c.send(
+            raw_request_bytes(
+                "GET",
+                "/ws",
+                host="ws.test",
+                headers=[
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                    ("Sec-WebSocket-Version", "13"),
+                ],
+            )
+        )
+        r = c.read_response()
+    assert r.status == 502, r.describe()
+
+
+def test_upgrade_declined_by_upstream_stays_http(
+    upstreams: UpstreamSet, start_core: StartCore
+) -> None:
+    """An Upgrade request answered with a plain 200 is a normal response, not a tunnel: the
+    connection goes on as HTTP (or is closed after a `Connection: close`)."""
+    echo = upstreams.http("echo")
+    core = start_core(config([upstream("echo", echo.address)], [route("r", "echo")]))
+    with RawConnection(core.port, 10) as c:
+        c.send(
+            raw_request_bytes(
+                "GET",
+                "/declined",
+                host="ws.test",
+                headers=[
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Key", "x"),
+                ],
+            )
+        )
+        first = c.read_response()
+        assert first.status == 200 and first.json()["target"] == "/declined", first.describe()
+        if "close" in (first.header("Connection") or "").lower():
+            assert c.wait_closed(5), "Connection: close announced but the connection stays open"
+            return
+        c.send(raw_request_bytes("GET", "/next", host="ws.test"))
+        nxt = c.read_response()
+    assert nxt.status == 200 and nxt.json()["target"] == "/next", nxt.describe()

@@ -25,6 +25,7 @@ received; its `mode` and per-request control headers change that:
                              one every X-Drip-Interval seconds (default 0.3)
     X-Set-Response-Header: <name>: <value>   (repeatable) add a header to the answer
 
+`Expect: 100-continue` is answered with a 100 before the body is read.
 `GET <health_path>` is counted in `health_checks` (not in `requests`) and answered with
 `health_status`.
 """
@@ -285,7 +286,7 @@ class HttpUpstream:
         try:
             while True:
                 try:
-                    req = await self._read_request(conn, conn_id, seq)
+                    req = await self._read_request(conn, conn_id, seq, writer)
                 except (asyncio.IncompleteReadError, ConnectionError, _BadRequest):
                     return
                 except asyncio.LimitOverrunError:
@@ -305,7 +306,9 @@ class HttpUpstream:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _read_request(self, conn: _Conn, conn_id: int, seq: int) -> RecordedRequest | None:
+    async def _read_request(
+        self, conn: _Conn, conn_id: int, seq: int, writer: asyncio.StreamWriter
+    ) -> RecordedRequest | None:
         try:
             if self.idle_close:
                 try:
@@ -330,6 +333,9 @@ class HttpUpstream:
                 raise _BadRequest(line)
             headers.append((name, value.strip()))
         lower = {k.lower(): v for k, v in headers}
+        if lower.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
         pause = float(lower.get("x-pause-body", 0) or 0)
         if pause:
             await asyncio.sleep(pause)  # let the sender run into flow control

@@ -30,7 +30,9 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
         raise click.BadParameter(str(exc)) from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "MINIROUTER"})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "MINIROUTER"}
+)
 @click.version_option(__version__, prog_name="minirouter")
 def main() -> None:
     """minirouter: a dynamically configurable HTTP/TCP reverse-proxy router."""
@@ -64,7 +66,9 @@ def main() -> None:
     default="info",
     show_default=True,
 )
-@click.option("--max-body-size", default="1m", show_default=True, callback=_size, help="0 = unlimited.")
+@click.option(
+    "--max-body-size", default="1m", show_default=True, callback=_size, help="0 = unlimited."
+)
 @click.option("--max-request-line", type=click.IntRange(64), default=8192, show_default=True)
 @click.option("--max-header-size", type=click.IntRange(256), default=32768, show_default=True)
 @click.option("--max-headers", type=click.IntRange(1), default=100, show_default=True)

@@ -312,6 +312,58 @@ class ClientProtocol(asyncio.Protocol):
 class RequestCycle:
     """One request: routing, the upstream exchange, and its response to the client."""
 
+    __slots__ = (
+        "balancer",
+        "body_received",
+        "bytes_sent",
+        "chunked",
+        "conn",
+        "connecting",
+        "content_length",
+        "discard_body",
+        "error_status",
+        "expect",
+        "finished",
+        "head_sent",
+        "headers",
+        "host_b",
+        "host_count",
+        "interim",
+        "keep_alive",
+        "last_error",
+        "match",
+        "method",
+        "method_b",
+        "out",
+        "pending",
+        "pending_size",
+        "proto",
+        "query",
+        "request_complete",
+        "response_chunked",
+        "response_done",
+        "response_started",
+        "route_id",
+        "stale_retry",
+        "started",
+        "state",
+        "status",
+        "target",
+        "target_b",
+        "tried",
+        "tunnel_buffer",
+        "tunnel_client_eof",
+        "tunnel_upstream_eof",
+        "tunnelling",
+        "upgrade",
+        "upstream_addr",
+        "upstream_eof_ends",
+        "upstream_keep_alive",
+        "upstream_started",
+        "url",
+        "version",
+    )
+
     def __init__(
         self,
         proto: ClientProtocol,
@@ -369,6 +421,7 @@ class RequestCycle:
         self.connecting: asyncio.Task[pool.UpstreamConnection] | None = None
         self.head_sent = False  # request head written upstream
         self.stale_retry = False
+        self.last_error = 502
         self.response_started = False
         self.response_done = False
         self.response_chunked = False
@@ -377,6 +430,7 @@ class RequestCycle:
         self.status = 0
         self.bytes_sent = 0
         self.upstream_started = 0.0
+        self.out: list[bytes] = []  # response bytes of the current upstream read
         self.tunnel_buffer: list[bytes] = []
         self.tunnel_client_eof = False
         self.tunnel_upstream_eof = False
@@ -400,7 +454,9 @@ class RequestCycle:
     def run(self) -> None:
         """Called when this request reaches the head of the queue."""
         if self.error_status:
-            self.respond_own(responses.error(self.error_status, close=True), self.error_status, True)
+            self.respond_own(
+                responses.error(self.error_status, close=True), self.error_status, True
+            )
             return
         proto = self.proto
         if self.host_count > 1 or (self.host_count == 0 and self.version == "1.1"):
@@ -416,24 +472,36 @@ class RequestCycle:
         if self.expect is not None and self.expect.lower() != b"100-continue":
             self.respond_own(responses.error(417, close=True), 417, True)
             return
-        try:
-            parsed = httptools.parse_url(self.url)
-        except httptools.HttpParserInvalidURLError:
-            self.respond_own(responses.error(400, close=True), 400, True)
-            return
-        host_b = self.host_b
-        if parsed.host is not None:
-            # Absolute form: the target's own authority decides, never a different Host.
-            host_b = parsed.host
-            self.host_b = host_b if parsed.port is None else b"%s:%d" % (host_b, parsed.port)
-        path = (parsed.path or b"/").decode("latin-1")
-        self.query = parsed.query
-        host = host_b.decode("latin-1")
+        url = self.url
+        absolute = url[:1] != b"/"
+        if not absolute:
+            # Origin form, nearly every request: split it without building a URL object.
+            raw_path, sep, query = url.partition(b"?")
+            if sep:
+                self.query = query.partition(b"#")[0]
+            else:
+                raw_path = raw_path.partition(b"#")[0]
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self.respond_own(responses.error(400, close=True), 400, True)
+                return
+            raw_path = parsed.path or b"/"
+            self.query = parsed.query
+            if parsed.host is not None:
+                # Absolute form: the target's own authority decides, never a different Host.
+                host_b = parsed.host
+                self.host_b = host_b if parsed.port is None else b"%s:%d" % (host_b, parsed.port)
+        path = raw_path.decode("latin-1")
+        host = self.host_b.decode("latin-1")
         table = self.state.table
         headers_map = self._headers_map() if getattr(table, "uses_headers", True) else None
         match = table.match(host, path, self.method, headers_map)
         if match is None:
-            self.respond_own(responses.error(404, close=self.body_pending()), 404, self.body_pending())
+            self.respond_own(
+                responses.error(404, close=self.body_pending()), 404, self.body_pending()
+            )
             return
         self.match = match
         route = match.route
@@ -448,13 +516,15 @@ class RequestCycle:
             return
         balancer = self.state.balancers.get(route.upstream or "")
         if balancer is None:
-            self.respond_own(responses.error(502, close=self.body_pending()), 502, self.body_pending())
+            self.respond_own(
+                responses.error(502, close=self.body_pending()), 502, self.body_pending()
+            )
             return
         self.balancer = balancer
         if match.path is not path and match.path != path:
             target = match.path.encode("latin-1")
             self.target_b = target + b"?" + self.query if self.query is not None else target
-        elif parsed.host is not None:
+        elif absolute:
             self.target_b = path.encode("latin-1") + (
                 b"?" + self.query if self.query is not None else b""
             )
@@ -486,7 +556,9 @@ class RequestCycle:
         }
         for i, cap in enumerate(captures, 1):
             values[str(i)] = cap
-        out = _TEMPLATE_VAR.sub(lambda m: values.get(m.group(1) or m.group(2), m.group(0)), template)
+        out = _TEMPLATE_VAR.sub(
+            lambda m: values.get(m.group(1) or m.group(2), m.group(0)), template
+        )
         # A client-controlled part must never split the header.
         return out.replace("\r", "%0D").replace("\n", "%0A")
 
@@ -494,10 +566,10 @@ class RequestCycle:
 
     def _connect(self) -> None:
         assert self.balancer is not None
-        headers_map = self._headers_map() if self.balancer.upstream.balance == "hash" else None
+        headers_map = self._headers_map() if self.balancer.policy == "hash" else None
         target = self.balancer.pick(self.proto.client_ip, headers_map, self.tried)
         if target is None:
-            status = 503 if not self.tried else self._last_error
+            status = 503 if not self.tried else self.last_error
             self.respond_own(
                 responses.error(status, close=self.body_pending()), status, self.body_pending()
             )
@@ -518,8 +590,6 @@ class RequestCycle:
         )
         self.connecting.add_done_callback(self._connected)
 
-    _last_error = 502
-
     def _connected(self, task: asyncio.Task[pool.UpstreamConnection]) -> None:
         self.connecting = None
         if task.cancelled():
@@ -533,7 +603,7 @@ class RequestCycle:
             assert self.target is not None and self.balancer is not None
             self.target.record_failure(time.monotonic())
             self.state.metrics.upstream_failure(self.balancer.upstream.id, self.target.address)
-            self._last_error = 504 if isinstance(exc, TimeoutError) else 502
+            self.last_error = 504 if isinstance(exc, TimeoutError) else 502
             route = self.match.route if self.match is not None else None
             if (
                 route is not None
@@ -543,7 +613,7 @@ class RequestCycle:
             ):
                 self._connect()
                 return
-            status = self._last_error
+            status = self.last_error
             self.respond_own(
                 responses.error(status, close=self.body_pending()), status, self.body_pending()
             )
@@ -715,12 +785,10 @@ class RequestCycle:
         chunked = False
         # HTTP/1.0 keep-alive would need an explicit header on every answer: not worth it.
         client_keep_alive = self.keep_alive and self.request_complete and self.version == "1.1"
-        if no_body:
-            pass
-        elif length is not None:
+        if no_body or length is not None:
             pass
         elif self.version == "1.1":
-            chunked = True
+            chunked = True  # re-chunk a close-delimited body so the connection survives
         else:
             client_keep_alive = False
         if status == 101:
@@ -749,16 +817,16 @@ class RequestCycle:
         )
         self.response_started = True
         self.bytes_sent += len(head)
-        self.proto.write(head)
+        self.out.append(head)
 
     def on_upstream_body(self, data: bytes) -> None:
         if self.finished:
             return
         self.bytes_sent += len(data)
         if self.response_chunked:
-            self.proto.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self.out.append(b"%x\r\n%b\r\n" % (len(data), data))
         else:
-            self.proto.write(data)
+            self.out.append(data)
 
     def on_upstream_complete(self) -> None:
         if self.interim:
@@ -768,9 +836,17 @@ class RequestCycle:
             return  # after a 101 the connection becomes the tunnel
         self._response_complete(self.upstream_keep_alive)
 
+    def flush(self) -> None:
+        """Write what one read from the upstream produced, in one system call."""
+        out = self.out
+        if out:
+            self.proto.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
     def _response_complete(self, reusable: bool) -> None:
         if self.response_chunked:
-            self.proto.write(b"0\r\n\r\n")
+            self.out.append(b"0\r\n\r\n")
+        self.flush()
         self.response_done = True
         conn = self.conn
         self.conn = None
@@ -793,6 +869,7 @@ class RequestCycle:
             self._finish()
 
     def on_upstream_upgrade(self, rest: bytes) -> None:
+        self.flush()
         if self.finished or self.status != 101:
             self.on_upstream_error(502, "upstream switched protocols unexpectedly")
             return
@@ -816,6 +893,7 @@ class RequestCycle:
     def on_upstream_error(self, status: int, message: str) -> None:
         if self.finished:
             return
+        self.flush()
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.handler = None
@@ -834,6 +912,7 @@ class RequestCycle:
     def on_upstream_lost(self, exc: Exception | None) -> None:
         if self.finished:
             return
+        self.flush()
         conn, self.conn = self.conn, None
         target = self.target
         if self.tunnelling:
@@ -967,5 +1046,3 @@ class RequestCycle:
             upstream=self.upstream_addr,
             duration=duration,
         )
-
-

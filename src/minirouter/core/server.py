@@ -119,8 +119,17 @@ async def _drain(
 def run_worker(settings: CoreSettings) -> int:
     import uvloop
 
+    profile_path = os.environ.get("MINIROUTER_PROFILE")
     try:
-        uvloop.run(serve(settings))
+        if profile_path:
+            # A developer switch: cProfile the worker and write pstats at exit.
+            import cProfile
+
+            with cProfile.Profile() as prof:
+                uvloop.run(serve(settings))
+            prof.dump_stats(f"{profile_path}.{os.getpid()}")
+        else:
+            uvloop.run(serve(settings))
     except StartupError as exc:
         print(f"minirouter: {exc}", file=sys.stderr)
         return 1

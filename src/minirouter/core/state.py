@@ -17,7 +17,7 @@ from minirouter import fastpath
 from minirouter.config import CoreSettings
 from minirouter.core import upstream as pool
 from minirouter.core.access_log import AccessLog
-from minirouter.core.balancer import Balancer
+from minirouter.core.balancer import Balancer, TargetState
 from minirouter.core.health import HealthChecker
 from minirouter.core.metrics import Metrics
 from minirouter.model import Config, ValidationError, load_config
@@ -71,17 +71,17 @@ class RouterState:
         except (ValueError, TypeError) as exc:
             return self._reject(f"route table: {exc}")
         balancers: dict[str, Balancer] = {}
-        removed: list[object] = []
+        removed: list[tuple[str, TargetState]] = []
         for spec in config.upstreams:
             old = self.balancers.get(spec.id)
             if old is None:
                 balancers[spec.id] = Balancer(spec)
             else:
                 balancers[spec.id], gone = old.updated(spec)
-                removed.extend(gone)
+                removed.extend((spec.id, t) for t in gone)
         for uid, old in self.balancers.items():
             if uid not in balancers:
-                removed.extend(old.targets)
+                removed.extend((uid, t) for t in old.targets)
         self.table = table
         self.balancers = balancers
         self.config = config
@@ -90,8 +90,12 @@ class RouterState:
         self.loaded_at = time.time()
         self.metrics.set_revision(self.revision)
         self.metrics.reload(True)
-        for target in removed:
-            pool.close_idle(target)  # type: ignore[arg-type]
+        for uid, target in removed:
+            pool.close_idle(target)
+            self.metrics.forget_target(uid, target.address)
+        for uid, bal in balancers.items():
+            for target in bal.targets:
+                self.metrics.set_target_up(uid, target.address, target.healthy)
         self._restart_health()
         log.info(
             "config revision %d: %d routes, %d upstreams", self.revision, len(table), len(balancers)

@@ -37,6 +37,7 @@ class ResponseHandler(Protocol):
     def on_upstream_pause_writing(self) -> None: ...
     def on_upstream_resume_writing(self) -> None: ...
     def on_upstream_tunnel_data(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -101,6 +102,7 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.close()
             handler.on_upstream_error(502, f"invalid response from upstream: {exc}")
+        handler.flush()
         if self._done_head_only:
             # The old parser would read whatever follows as this response's body.
             self._done_head_only = False
