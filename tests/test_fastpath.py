@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minirouter import _fastpath_py, fastpath
-from minirouter.model import HeaderEdits, Route
+from minirouter.model import HeaderEdits, PathType, Route
 
 NO_EXTENSIONS = os.environ.get("MINIROUTER_NO_EXTENSIONS") == "1"
 
@@ -591,6 +591,7 @@ REQUEST_HOSTS = ["a.com", "x.a.com", "y.x.a.com", "z.y.x.a.com", "b.com", "c.b.c
                  "X.A.COM:8080", "a.com.", "other.org", "[::1]:80", "", ".a.com", "com"]  # fmt: skip
 LITERAL_PATHS = ["/", "/a", "/a/", "/a/b", "/ab", "/a/b/c", ""]
 REGEXES = [r"/a/(\d+)", r"/(a|b)(/.*)?", r"/a(x)?(/)?", r".*", r"/a/b", r"(/)(a)?"]
+PATH_TYPES: list[PathType] = ["prefix", "prefix", "exact", "regex"]
 REWRITES = [None, "/r/$1", "/x${2}y$0", "/static", "$3", "${12}$$1"]
 
 
@@ -598,9 +599,10 @@ REWRITES = [None, "/r/$1", "/x${2}y$0", "/static", "$3", "${12}$$1"]
 # precedence rule gets exercised, not just "no route matches".
 sparse_hosts = st.just(()) | st.lists(st.sampled_from(HOST_PATTERNS), max_size=2).map(tuple)
 sparse_methods = st.just(()) | st.just(()) | st.sets(st.sampled_from(["GET", "POST"])).map(tuple)
+no_headers: dict[str, str] = {}
 sparse_headers = (
-    st.just({})
-    | st.just({})
+    st.just(no_headers)
+    | st.just(no_headers)
     | st.dictionaries(
         st.sampled_from(["X-Canary", "x-env"]), st.sampled_from(["1", "prod"]), max_size=2
     )
@@ -612,7 +614,7 @@ def routes_strategy(draw: st.DrawFn) -> list[Route]:
     ids = draw(st.lists(st.text("abcd", min_size=1, max_size=3), unique=True, max_size=12))
     routes = []
     for route_id in ids:
-        path_type = draw(st.sampled_from(["prefix", "prefix", "exact", "regex"]))
+        path_type = draw(st.sampled_from(PATH_TYPES))
         regex = path_type == "regex"
         routes.append(
             Route(
@@ -824,3 +826,12 @@ def test_response_head_compiled_matches_spec(
     ]
     assert heads[1] == heads[0]
     _assert_well_formed(heads[0])
+
+
+def test_uses_headers_says_whether_match_reads_headers(fp: ModuleType) -> None:
+    plain = fp.RouteTable([Route(id="a", upstream="u")])
+    assert plain.uses_headers is False
+    canary = fp.RouteTable(
+        [Route(id="a", upstream="u"), Route(id="b", headers={"X-C": "1"}, upstream="u")]
+    )
+    assert canary.uses_headers is True

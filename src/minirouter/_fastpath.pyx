@@ -39,6 +39,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcpy, memset
 
 import re
+import sys
 
 
 cdef extern from "Python.h":
@@ -212,6 +213,11 @@ cdef class Edits:
     cdef bint filters  # remove or set present: each header written must be checked by name
     cdef bint empty
 
+    def __cinit__(self):
+        # Valid (empty) even when made with Edits.__new__: the builders read these blindly.
+        self.remove_l = self.set_l = self.set_n = self.set_v = self.add_n = self.add_v = ()
+        self.empty = True
+
     def __bool__(self):
         return not self.empty
 
@@ -251,8 +257,8 @@ cdef Edits _NO_EDITS = _make_edits((), [], (), ())
 
 def compile_edits(edits):
     """Compile a route's `HeaderEdits` once, at table build (see `_fastpath_py.compile_edits`)."""
-    if edits is None:
-        return _NO_EDITS
+    if edits is None or not (edits.set or edits.add or edits.remove):
+        return _NO_EDITS  # shared: most routes edit nothing, and 100k copies add up
     remove = []
     for name in edits.remove:
         raw = _edit_name(name)
@@ -434,8 +440,10 @@ cdef class _Entry:
     cdef tuple rewrite
     cdef Edits req_edits
     cdef Edits resp_edits
-    cdef frozenset exact_hosts
-    cdef frozenset wild_suffixes
+    # Tuples, not frozensets: a route names one or two hosts, and at 100k routes the
+    # difference is ~30 MB.
+    cdef tuple exact_hosts
+    cdef tuple wild_suffixes
     cdef bint any_host
 
 
@@ -462,15 +470,19 @@ cdef _Entry _compile_route(route):
     e.plen = len(e.path)
     e.lit_ps = SPEC_EXACT if e.kind == KIND_EXACT else <int>e.plen + 1
     e.strip = route.strip_prefix
-    exact = set()
-    suffixes = set()
+    exact = []
+    suffixes = []
     for pattern in route.hosts:
         if pattern.startswith("*."):
-            suffixes.add(_normalize(pattern[2:]))
+            name = sys.intern(_normalize(pattern[2:]))
+            if name not in suffixes:
+                suffixes.append(name)
         else:
-            exact.add(_normalize(pattern))
-    e.exact_hosts = frozenset(exact)
-    e.wild_suffixes = frozenset(suffixes)
+            name = sys.intern(_normalize(pattern))
+            if name not in exact:
+                exact.append(name)
+    e.exact_hosts = tuple(exact)
+    e.wild_suffixes = tuple(suffixes)
     e.any_host = not route.hosts
     e.methods = frozenset(route.methods) if route.methods else None
     if route.headers:
@@ -511,7 +523,7 @@ cdef class _Bucket:
         free(self.lens)
         free(self.rest_max)
 
-    cdef void add(self, _Entry e):
+    cdef int add(self, _Entry e) except -1:
         if e.kind == KIND_EXACT:
             self.exact.setdefault(e.path, []).append(e)
         elif e.kind == KIND_PREFIX:
@@ -520,6 +532,7 @@ cdef class _Bucket:
             self.regex.append(e)
         if e.prio > self.max_prio:
             self.max_prio = e.prio
+        return 0
 
     cdef int finish(self) except -1:
         cdef Py_ssize_t i
@@ -842,6 +855,15 @@ cdef class RouteTable:
     # are none: the host walk slices out and looks up only suffixes that could still win.
     cdef int _wild_prio[256]
     cdef int _wild_long_prio  # the same for suffixes of 256 characters or more
+    # True when some route has header conditions: only then must the caller build the
+    # header mapping for match() (it costs more than the lookup itself).
+    cdef readonly bint uses_headers
+
+    def __cinit__(self):
+        # An empty table even when made with RouteTable.__new__: match reads these blindly.
+        self._routes = ()
+        self._entries = []
+        self._exact_hosts = {}
 
     def __init__(self, routes):
         cdef _Entry e
@@ -860,6 +882,10 @@ cdef class RouteTable:
             e.idr = id_rank[e.id]
         self._entries = entries
         self._routes = tuple([e.route for e in entries])
+        self.uses_headers = False
+        for e in entries:
+            if e.route.headers:
+                self.uses_headers = True
 
         exact_hosts = {}
         wildcards = {}
@@ -1061,8 +1087,8 @@ cdef list _connection_tokens(object seq, Py_ssize_t count, bint request):
     cdef list tokens = None
     cdef Py_ssize_t i, j, start, end, n
     cdef const unsigned char* p
-    cdef PyObject* name_p
-    cdef PyObject* value_p
+    cdef PyObject* name_p = NULL  # set by _split
+    cdef PyObject* value_p = NULL
     cdef bytes value, token
     cdef char* q
     cdef Py_ssize_t k
@@ -1250,8 +1276,8 @@ def build_request_head(bytes method not None, bytes target not None, headers, *,
     cdef _Buf b
     cdef Py_ssize_t i, count, nset = 0
     cdef bytes name, value
-    cdef PyObject* name_p
-    cdef PyObject* value_p
+    cdef PyObject* name_p = NULL  # set by _split
+    cdef PyObject* value_p = NULL
     cdef list listed, forwarded_for = None, via = None
     cdef int kind
     b.data = stack
@@ -1337,8 +1363,8 @@ def build_response_head(int status, bytes reason not None, headers, *, Edits edi
     cdef _Buf b
     cdef Py_ssize_t i, count, nset = 0
     cdef bytes name, value
-    cdef PyObject* name_p
-    cdef PyObject* value_p
+    cdef PyObject* name_p = NULL  # set by _split
+    cdef PyObject* value_p = NULL
     cdef list listed
     cdef int kind
     b.data = stack

@@ -457,11 +457,13 @@ def _lost_because(loser: _Found, winner: _Found) -> str:
 class RouteTable:
     """An immutable index of the enabled routes; build a new one to change the config."""
 
-    __slots__ = ("_any", "_compiled", "_exact_hosts", "_routes", "_wildcards")
+    __slots__ = ("_any", "_compiled", "_exact_hosts", "_routes", "_wildcards", "uses_headers")
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self._compiled = [_compile_route(route) for route in routes if route.enabled]
         self._routes = tuple(compiled.route for compiled in self._compiled)
+        # Only then must a caller build the header mapping that match() takes.
+        self.uses_headers: bool = any(route.headers for route in self._routes)
         seen: set[str] = set()
         for route in self._routes:
             if route.id in seen:

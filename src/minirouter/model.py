@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
@@ -92,6 +94,9 @@ class HeaderEdits:
     remove: tuple[str, ...] = ()
 
 
+NO_EDITS = HeaderEdits()
+
+
 @dataclass(frozen=True, slots=True)
 class Redirect:
     to: str
@@ -111,8 +116,10 @@ class Route:
     redirect: Redirect | None = None
     strip_prefix: bool = False
     rewrite: str | None = None
-    request_headers: HeaderEdits = field(default_factory=HeaderEdits)
-    response_headers: HeaderEdits = field(default_factory=HeaderEdits)
+    # One shared immutable default: most routes edit nothing, and 100k routes each with two
+    # empty HeaderEdits (four dicts) cost tens of MB.
+    request_headers: HeaderEdits = NO_EDITS
+    response_headers: HeaderEdits = NO_EDITS
     preserve_host: bool = False
     retries: int = 1
     enabled: bool = True
@@ -192,7 +199,11 @@ REDIRECT_CODES: tuple[int, ...] = (301, 302, 303, 307, 308)
 
 # The router writes these itself (framing is decided by the core, see architecture.md), so a
 # route edit of them could produce a request or response with two framings.
-REQUEST_HEADERS_NOT_EDITABLE = frozenset({"content-length", "transfer-encoding", "connection"})
+# Framing and hop-by-hop headers belong to the router: an edit could otherwise create two
+# framings or a second connection semantics (the fast path ignores them too).
+REQUEST_HEADERS_NOT_EDITABLE = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade"}
+)
 RESPONSE_HEADERS_NOT_EDITABLE = REQUEST_HEADERS_NOT_EDITABLE | {"host"}
 
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -409,14 +420,14 @@ def _host_pattern(value: Any, path: str, e: _Errors) -> str | None:
     host = text.lower().removesuffix(".")
     if host.startswith("*."):
         if _is_dns_name(host[2:]):
-            return host
+            return sys.intern(host)  # the same names recur across thousands of routes
         e.add(path, f'invalid wildcard {_short(text)}: expected "*." and a DNS name')
         return None
     if "*" in host:
         e.add(path, f'invalid host {_short(text)}: only a leading "*." wildcard is allowed')
         return None
     if _is_ipv4(host) or _is_dns_name(host):
-        return host
+        return sys.intern(host)
     ipv6 = _ipv6(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
     if ipv6 is not None:
         return ipv6  # bare, as normalize_host() gives it
@@ -432,7 +443,7 @@ def _header_name(not_editable: frozenset[str] = frozenset()) -> _Parser:
         if not _TOKEN_RE.fullmatch(name):
             e.add(path, f"invalid header name {_short(name)}")
             return None
-        if name.lower() in not_editable:
+        if name.lower() in not_editable or (not_editable and name.lower().startswith("proxy-")):
             e.add(path, f"{name} is written by the router itself and cannot be edited")
             return None
         return name
@@ -935,13 +946,26 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"invalid YAML: {exc}"
 
 
+# libyaml's loader when PyYAML was built with it.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MISSING_DOC = object()
+
+
 def loads_config(text: str | bytes) -> Config:
     """Parse YAML (or JSON) text into a validated Config.
 
     YAML errors and a top level that is not a mapping are reported on the field "<file>".
     """
+    data: Any = _MISSING_DOC
+    if text.lstrip()[:1] in ("{", b"{"):
+        # JSON is YAML, but json parses a 100k-route file ~100x faster than any YAML loader.
+        try:
+            data = json.loads(text)
+        except ValueError:
+            pass  # let the YAML parser say where the problem is
     try:
-        data = yaml.safe_load(text)
+        if data is _MISSING_DOC:
+            data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise ValidationError({"<file>": _yaml_problem(exc)}) from None
     if not isinstance(data, Mapping):

@@ -6,7 +6,7 @@ The core runs as a real subprocess; upstreams are real servers on 127.0.0.1 in t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -101,11 +101,14 @@ def module_start_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Star
     cleanup()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On a failure, attach the output of every running core to the report."""
+    report = yield
     if report.failed and _ACTIVE:
         for core in _ACTIVE:
             with contextlib.suppress(OSError):
                 report.sections.append((f"minirouter core {core.proc.pid}", core.diagnostics()))
+    return report

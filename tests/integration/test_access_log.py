@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from .cfg import config, route, upstream
 from .conftest import StartCore
 from .coreproc import CoreProcess, poll
@@ -62,8 +64,9 @@ def wait_lines(read: Callable[[], str], marker: str, n: int) -> list[str]:
     )
 
 
-def test_text_access_log(upstreams: UpstreamSet, start_core: StartCore) -> None:
-    core, echo = start(upstreams, start_core, "--access-log", "text")
+@pytest.mark.parametrize("flags", [["--access-log", "text"], []], ids=["text", "default"])
+def test_text_access_log(upstreams: UpstreamSet, start_core: StartCore, flags: list[str]) -> None:
+    core, echo = start(upstreams, start_core, *flags)
     traffic(core, "tmark")
     lines = wait_lines(core.stdout_text, "tmark", 3)
     assert len(lines) == 3, lines

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 
 from .cfg import config, route, upstream
 from .conftest import StartCore
@@ -163,6 +164,10 @@ def test_workers_two_both_serve(upstreams: UpstreamSet, start_core: StartCore) -
     assert not alive, f"worker processes left after SIGTERM: {alive}"
 
 
+def answers_200(port: int) -> bool:
+    return request(port).status == 200
+
+
 def test_several_listen_addresses(upstreams: UpstreamSet, start_core: StartCore) -> None:
     echo = upstreams.http("echo")
     second = free_port()
@@ -170,7 +175,7 @@ def test_several_listen_addresses(upstreams: UpstreamSet, start_core: StartCore)
         config([upstream("u", echo.address)], [route("r", "u")]), "--listen", f"127.0.0.1:{second}"
     )
     for port in (core.port, second):
-        poll(lambda p=port: request(p).status == 200, 10, message=f"a 200 on listener {port}")
+        poll(partial(answers_200, port), 10, message=f"a 200 on listener {port}")
 
 
 def test_idle_core_exits_promptly_on_sigterm(upstreams: UpstreamSet, start_core: StartCore) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import pytest
@@ -29,6 +30,10 @@ def two_way(
 def served_by(core: CoreProcess, path: str = "/") -> str | None:
     r = request(core.port, "GET", path)
     return str(r.json()["name"]) if r.status == 200 else None
+
+
+def serves(core: CoreProcess, name: str) -> bool:
+    return served_by(core) == name
 
 
 def test_sighup_reload(upstreams: UpstreamSet, start_core: StartCore) -> None:
@@ -58,16 +63,19 @@ def test_file_change_reload_without_signal(upstreams: UpstreamSet, start_core: S
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "named"),
     [
-        "upstreams: [\n  - id: a\n    targets: [oops\n",  # YAML syntax error
-        "routes:\n  - id: r\n    upstream: missing\n",  # route names a missing upstream
-        "upstreams:\n  - id: a\n    targets: [127.0.0.1:1]\n    balance: bogus\nroutes: []\n",
+        ("upstreams: [\n  - id: a\n    targets: [oops\n", "yaml"),  # YAML syntax error
+        ("routes:\n  - id: r\n    upstream: missing\n", "upstream"),  # a missing upstream
+        (
+            "upstreams:\n  - id: a\n    targets: [127.0.0.1:1]\n    balance: bogus\nroutes: []\n",
+            "balance",
+        ),
     ],
     ids=["yaml-syntax", "missing-upstream", "bad-balance"],
 )
 def test_invalid_reload_keeps_old_config(
-    upstreams: UpstreamSet, start_core: StartCore, bad: str
+    upstreams: UpstreamSet, start_core: StartCore, bad: str, named: str
 ) -> None:
     a, b = upstreams.http("a"), upstreams.http("b")
     core = start_core(two_way(a, b, "a"))
@@ -80,6 +88,10 @@ def test_invalid_reload_keeps_old_config(
         assert served_by(core) == "a"
         assert core.revision() == 1
         time.sleep(0.1)
+    log = core.stderr_text() + core.stdout_text()
+    assert named in log.lower(), (
+        f"rejection not logged with the offending field ({named!r}):\n{log[-2000:]}"
+    )
     # a good file after the bad one is the next revision: the bad one did not count
     core.write_config(two_way(a, b, "b"))
     poll(lambda: served_by(core) == "b", 10, message="the good config after the bad one")
@@ -156,7 +168,7 @@ def test_no_request_dropped_during_reloads(upstreams: UpstreamSet, start_core: S
             core.write_config(two_way(a, b, target, extra_route=(i % 3 == 0)))
             if i % 2:
                 core.sighup()
-            poll(lambda t=target: served_by(core) == t, 10, message=f"reload {i} to serve {target}")
+            poll(partial(serves, core, target), 10, message=f"reload {i} to serve {target}")
         alive = [t.is_alive() for t in threads]
     finally:
         stop.set()

@@ -535,8 +535,10 @@ class WebSocketUpstream:
 
     def start(self) -> WebSocketUpstream:
         async def handler(ws: ws_server.ServerConnection) -> None:
-            self.handshakes.append([(k, v) for k, v in ws.request.headers.raw_items()])
-            self.paths.append(ws.request.path)
+            req = ws.request
+            assert req is not None
+            self.handshakes.append([(k, v) for k, v in req.headers.raw_items()])
+            self.paths.append(req.path)
             try:
                 await ws.send(f"hello from {self.name}")
                 async for message in ws:

@@ -496,7 +496,7 @@ class RequestCycle:
         path = raw_path.decode("latin-1")
         host = self.host_b.decode("latin-1")
         table = self.state.table
-        headers_map = self._headers_map() if getattr(table, "uses_headers", True) else None
+        headers_map = self._headers_map() if table.uses_headers else None
         match = table.match(host, path, self.method, headers_map)
         if match is None:
             self.respond_own(
