@@ -50,9 +50,11 @@ def _start_and_measure(config: Path) -> dict[str, float]:
     port, admin = _free_port(), _free_port()
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "minirouter", "core", "--config", str(config)]
-        + ["--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
-        + ["--access-log", "off", "--log-level", "warning"],
+        [
+            *(sys.executable, "-m", "minirouter", "core", "--config", str(config)),
+            *("--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"),
+            *("--access-log", "off", "--log-level", "warning"),
+        ],
     )
     try:
         deadline = started + 60
