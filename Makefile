@@ -35,7 +35,7 @@ test: build system-deps
 	$(BIN)/pytest --benchmark-disable $(PYTEST_ARGS)
 
 bench: build system-deps
-	$(BIN)/pytest benchmarks --benchmark-only --benchmark-autosave --benchmark-storage=.benchmarks
+	$(BIN)/pytest benchmarks/bench_*.py --benchmark-only --benchmark-autosave --benchmark-storage=.benchmarks
 	$(BIN)/python benchmarks/e2e_load.py --json .benchmarks/e2e-$$(date +%Y%m%d-%H%M%S).json
 
 lint: build
