@@ -63,6 +63,8 @@ class CoreSettings:
     """Everything `minirouter core` needs to run."""
 
     config_path: Path | None = None
+    store_url: str | None = None  # follow a config store instead of a file
+    snapshot_path: Path | None = None  # the local copy of the last applied store config
     listen: list[tuple[str, int]] = field(default_factory=lambda: [("127.0.0.1", 8080)])
     admin: tuple[str, int] | None = None
     workers: int = 1

@@ -38,13 +38,33 @@ def main() -> None:
     """minirouter: a dynamically configurable HTTP/TCP reverse-proxy router."""
 
 
+def _default_snapshot(listen: list[tuple[str, int]]) -> Path:
+    """One file per core on a host: cores listening on different ports keep their own."""
+    import os
+
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    host, port = listen[0]
+    return base / "minirouter" / f"core-{host.replace(':', '_')}-{port}.json"
+
+
 @main.command()
 @click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
     help="YAML/JSON file of upstreams and routes; reloaded on SIGHUP or when it changes.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    help="Follow this config store (redis://..., sqlite:///...) instead of a file.",
+)
+@click.option(
+    "--snapshot",
+    "snapshot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to keep the last config applied from the store "
+    "(default: next to the embedded store, per listen address).",
 )
 @click.option(
     "--listen",
@@ -76,7 +96,9 @@ def main() -> None:
 @click.option("--keepalive-timeout", type=click.FloatRange(0.001), default=75.0, show_default=True)
 @click.option("--shutdown-timeout", type=click.FloatRange(0), default=30.0, show_default=True)
 def core(
-    config_path: Path,
+    config_path: Path | None,
+    store_url: str | None,
+    snapshot_path: Path | None,
     listen: list[tuple[str, int]],
     admin: tuple[str, int] | None,
     workers: int,
@@ -94,6 +116,10 @@ def core(
     """Run the data plane: proxy HTTP traffic by the routes in --config."""
     from minirouter.core.server import run
 
+    if (config_path is None) == (store_url is None):
+        raise click.UsageError("give exactly one of --config FILE and --store URL")
+    if store_url is not None and snapshot_path is None:
+        snapshot_path = _default_snapshot(listen)
     logging.basicConfig(
         level=log_level.upper(),
         stream=sys.stderr,
@@ -101,6 +127,8 @@ def core(
     )
     settings = CoreSettings(
         config_path=config_path,
+        store_url=store_url,
+        snapshot_path=snapshot_path,
         listen=list(listen),
         admin=admin,
         workers=workers,

@@ -104,6 +104,8 @@ class Metrics:
         self.config_reloads: dict[str, int] = {"ok": 0, "error": 0}
         self.target_up: dict[tuple[str, str], int] = {}
         self.upstream_failures: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.store_connected: int | None = None  # None: not following a store
+        self.mirror_invalid_items: defaultdict[str, int] = defaultdict(int)
 
     # -- per request (hot path) ------------------------------------------------
 
@@ -146,6 +148,14 @@ class Metrics:
 
     def set_target_up(self, upstream: str, target: str, up: bool) -> None:
         self.target_up[(upstream, target)] = 1 if up else 0
+
+    def store_up(self, up: bool) -> None:
+        """Whether the config store is reachable (store mode only)."""
+        self.store_connected = 1 if up else 0
+
+    def mirror_invalid(self, key: str) -> None:
+        """An invalid item met while mirroring the store ("routes/<id>"), skipped."""
+        self.mirror_invalid_items[key.partition("/")[0]] += 1
 
     def forget_target(self, upstream: str, target: str) -> None:
         """Drop the series of a target that left the config (it would report stale values)."""
@@ -220,6 +230,16 @@ class Metrics:
             "Failed attempts to get a response from a target.",
         )
         samples(name, ("upstream", "target"), self.upstream_failures.items())
+
+        if self.store_connected is not None:
+            name = family("store_up", "gauge", "Whether the config store is reachable (1) or not.")
+            out.append(f"{name} {self.store_connected}")
+            name = family(
+                "mirror_invalid_items_total",
+                "counter",
+                "Invalid items met while mirroring the store (skipped; last good kept), by kind.",
+            )
+            samples(name, ("kind",), (((k,), v) for k, v in self.mirror_invalid_items.items()))
 
         out.append("")
         return "\n".join(out).encode("utf-8")

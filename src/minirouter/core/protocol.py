@@ -1023,6 +1023,9 @@ class RequestCycle:
         state.metrics.request_done(
             self.route_id, self.status, duration, self.body_received, self.bytes_sent
         )
+        stats = state.stats
+        if stats is not None:
+            stats.record(self.route_id, self.status, duration, self.bytes_sent)
         access = state.access_log
         if access is None or self.error_status:
             return

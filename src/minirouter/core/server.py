@@ -16,11 +16,15 @@ import signal
 import sys
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from minirouter.config import CoreSettings, format_address
 from minirouter.core.admin import start_admin
 from minirouter.core.protocol import ClientProtocol
 from minirouter.core.state import RouterState
+
+if TYPE_CHECKING:
+    from minirouter.core.mirror import Mirror
 
 log = logging.getLogger("minirouter.core")
 
@@ -33,7 +37,10 @@ async def serve(settings: CoreSettings) -> None:
     """Run one worker until SIGTERM/SIGINT, then drain and return."""
     loop = asyncio.get_running_loop()
     state = RouterState(settings, loop)
-    if not state.load_file():
+    mirror = None
+    if settings.store_url is not None:
+        mirror = await _start_mirror(state, settings)
+    elif not state.load_file():
         raise StartupError(f"cannot start: {state.last_error}")
     servers: list[asyncio.base_events.Server] = []
     stop = asyncio.Event()
@@ -67,7 +74,8 @@ async def serve(settings: CoreSettings) -> None:
                 ) from exc
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, state.load_file)
+        if settings.config_path is not None:
+            loop.add_signal_handler(signal.SIGHUP, state.load_file)
         watcher = loop.create_task(_watch_file(state)) if settings.config_path else None
         where = ", ".join(f"http://{format_address(h, p)}" for h, p in settings.listen)
         log.info(
@@ -84,11 +92,36 @@ async def serve(settings: CoreSettings) -> None:
     finally:
         for srv in servers:
             srv.close()
+        if mirror is not None:
+            await mirror.stop()
+            mirror.store.close()
         state.stop_health()
         if state.access_log is not None:
             state.access_log.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+async def _start_mirror(state: RouterState, settings: CoreSettings) -> Mirror:
+    from minirouter.core.mirror import Mirror
+    from minirouter.core.mirror import StartupError as MirrorStartupError
+    from minirouter.core.stats import StatsWindow
+    from minirouter.store import open_store
+
+    assert settings.store_url is not None
+    try:
+        store = open_store(settings.store_url)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    mirror = Mirror(state, store, settings.snapshot_path)
+    state.mirror = mirror
+    state.stats = StatsWindow()
+    try:
+        await mirror.start()
+    except MirrorStartupError as exc:
+        store.close()
+        raise StartupError(f"cannot start: {exc}") from exc
+    return mirror
 
 
 async def _watch_file(state: RouterState) -> None:

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minirouter import fastpath
 from minirouter.config import CoreSettings
@@ -21,7 +22,11 @@ from minirouter.core.access_log import AccessLog
 from minirouter.core.balancer import Balancer, TargetState
 from minirouter.core.health import HealthChecker
 from minirouter.core.metrics import Metrics
+from minirouter.core.stats import StatsWindow
 from minirouter.model import Config, ValidationError, load_config
+
+if TYPE_CHECKING:
+    from minirouter.core.mirror import Mirror
 
 log = logging.getLogger("minirouter.core")
 
@@ -48,6 +53,11 @@ class RouterState:
         self.connections: set[object] = set()
         self.shutting_down = False
         self._file_stamp: tuple[float, int] | None = None
+        # Store mode only: per-second counters for the GUI, the mirror, and whether the
+        # store came back behind what this core serves (store rev, our rev).
+        self.stats: StatsWindow | None = None
+        self.mirror: Mirror | None = None
+        self.store_behind: tuple[int, int] | None = None
 
     # -- config ------------------------------------------------------------
 
@@ -70,8 +80,11 @@ class RouterState:
         finally:
             gc.enable()
 
-    def apply(self, config: Config) -> bool:
-        """Swap in a validated config: new table and balancers, then one assignment each."""
+    def apply(self, config: Config, revision: int | None = None) -> bool:
+        """Swap in a validated config: new table and balancers, then one assignment each.
+
+        `revision` is the store's revision in store mode; a file's loads are counted from 1.
+        """
         try:
             table = fastpath.RouteTable(config.routes)
         except (ValueError, TypeError) as exc:
@@ -91,7 +104,7 @@ class RouterState:
         self.table = table
         self.balancers = balancers
         self.config = config
-        self.revision += 1
+        self.revision = self.revision + 1 if revision is None else revision
         self.last_error = None
         self.loaded_at = time.time()
         self.metrics.set_revision(self.revision)
@@ -141,7 +154,17 @@ class RouterState:
         self.health.clear()
 
     def health_info(self) -> dict[str, object]:
-        return {
+        info: dict[str, object] = {}
+        mirror = self.mirror
+        if mirror is not None:
+            info["store"] = {
+                "connected": mirror.connected,
+                "outage_since": mirror.outage_since,
+                "from_local_snapshot": mirror.from_disk,
+                "invalid_items": dict(mirror.invalid),
+                "store_behind": list(self.store_behind) if self.store_behind else None,
+            }
+        return info | {
             "revision": self.revision,
             "routes": len(self.table),
             "upstreams": len(self.balancers),

@@ -1,0 +1,328 @@
+"""Mirror the config store into this worker's route table, and report back to it.
+
+Load a snapshot, then follow the change stream from that revision. Every batch of
+changes is applied to the last good items, validated item by item (an invalid one
+is skipped and reported; the previous version of it keeps serving), and swapped in
+as a whole new table. The store is never read on the request path; when it goes
+away the core keeps serving what it has, reconnects with backoff and jitter, and
+resumes from the last revision it applied. The last applied snapshot is kept on
+disk so that a core started while the store is down can serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from minirouter import __version__
+from minirouter.model import (
+    KINDS,
+    Config,
+    ValidationError,
+    config_from_dict,
+    config_to_dict,
+    from_dict,
+)
+
+if TYPE_CHECKING:
+    from minirouter.core.state import RouterState
+    from minirouter.store import Store
+    from minirouter.store.base import ChangeRecord
+
+log = logging.getLogger("minirouter.mirror")
+
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TTL = 10.0
+STATS_TTL = 600.0
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+
+
+def node_id(worker_index: int) -> str:
+    """Stable for the life of the process, unique in the fleet: host, pid and worker."""
+    return f"{socket.gethostname()}-{os.getpid()}-w{worker_index}"
+
+
+def _config_items(config: Config) -> dict[str, dict[str, Any]]:
+    return {kind: {item.id: item for item in getattr(config, kind)} for kind in KINDS}
+
+
+def _config_of(items: dict[str, dict[str, Any]]) -> Config:
+    return Config(
+        **{kind: tuple(items[kind][key] for key in sorted(items[kind])) for kind in KINDS}
+    )
+
+
+class Mirror:
+    """Keeps `state` equal to the store's config; one per worker."""
+
+    def __init__(self, state: RouterState, store: Store, snapshot_path: Path | None) -> None:
+        self.state = state
+        self.store = store
+        self.snapshot_path = snapshot_path
+        self.node = node_id(state.settings.worker_index)
+        self.items: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        self.rev = 0
+        self.connected = False
+        self.outage_since: float | None = None
+        self.invalid: dict[str, str] = {}
+        self.from_disk = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._snapshot_dirty = False
+
+    # -- start-up ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the store's snapshot, or the disk snapshot if the store is down."""
+        try:
+            await self._load_snapshot()
+        except Exception as exc:
+            self._outage(exc)
+            if not self._load_disk():
+                raise StartupError(
+                    f"the config store is unreachable ({exc}) and there is no local snapshot"
+                    + (f" at {self.snapshot_path}" if self.snapshot_path else "")
+                ) from exc
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._follow()),
+            loop.create_task(self._heartbeat()),
+            loop.create_task(self._publish_stats()),
+            loop.create_task(self._save_snapshots()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._snapshot_dirty:
+            await asyncio.to_thread(self._write_disk)
+
+    async def _load_snapshot(self) -> None:
+        snap = await asyncio.to_thread(self.store.snapshot)
+        self.items = _config_items(snap.config)
+        self._report_invalid(snap.invalid)
+        self.rev = snap.rev
+        self._swap()
+        self.from_disk = False
+        self._back(None)
+
+    def _load_disk(self) -> bool:
+        path = self.snapshot_path
+        if path is None or not path.exists():
+            return False
+        try:
+            data = json.loads(path.read_text())
+            config = config_from_dict(data["config"])
+            rev = int(data["rev"])
+        except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+            log.error("local snapshot %s is unusable: %s", path, exc)
+            return False
+        self.items = _config_items(config)
+        self.rev = rev
+        self.from_disk = True
+        self._swap()
+        log.warning(
+            "config store unreachable: serving revision %d from the local snapshot %s", rev, path
+        )
+        return True
+
+    # -- following ---------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        from minirouter.store.errors import TrimmedError
+
+        delay = BACKOFF_MIN
+        while True:
+            try:
+                if self.from_disk or not self.connected:
+                    # Back after an outage (or started from disk): catch up in one step.
+                    await self._catch_up()
+                # aclosing: a cancelled or failed watch releases its connection at once.
+                async with contextlib.aclosing(self.store.watch(self.rev)) as changes:
+                    async for batch in changes:
+                        self.apply_batch(batch)
+                        delay = BACKOFF_MIN
+            except asyncio.CancelledError:
+                raise
+            except TrimmedError:
+                log.warning("change history trimmed past revision %d: reloading", self.rev)
+                self.connected = False
+                with contextlib.suppress(Exception):
+                    await self._load_snapshot()
+                continue
+            except Exception as exc:
+                self._outage(exc)
+            # Full jitter: a fleet that lost its store does not come back in lock-step.
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(BACKOFF_MAX, delay * 2)
+
+    async def _catch_up(self) -> None:
+        from minirouter.store.errors import TrimmedError
+
+        if self.from_disk:
+            current = await asyncio.to_thread(self.store.current_rev)
+            if current < self.rev:
+                # The store came back empty or older than what we serve: never apply it
+                # blindly. Keep serving and say so; an operator republishes.
+                self.state.store_behind = (current, self.rev)
+                log.error(
+                    "the config store is at revision %d, behind the %d this core serves: "
+                    "keeping the local config; republish it (minirouter apply) to resync",
+                    current,
+                    self.rev,
+                )
+                raise _StoreBehind(current)
+        try:
+            batch = await asyncio.to_thread(self.store.changes_since, self.rev)
+        except TrimmedError:
+            await self._load_snapshot()
+            return
+        if batch:
+            self.apply_batch(batch)
+        self.from_disk = False
+        self._back(None)
+
+    def apply_batch(self, batch: list[ChangeRecord]) -> None:
+        """Apply complete revisions of changes; skip (and report) items that fail validation."""
+        changed = False
+        last = self.rev
+        for rec in batch:
+            if rec.rev <= self.rev:
+                continue  # already applied (a resumed watch may repeat the edge)
+            key = f"{rec.kind}/{rec.id}"
+            if rec.kind not in self.items:
+                continue
+            if rec.op == "delete":
+                changed |= self.items[rec.kind].pop(rec.id, None) is not None
+                self.invalid.pop(key, None)
+            else:
+                try:
+                    item = from_dict(rec.kind, rec.after)
+                except ValidationError as exc:
+                    self._report_invalid({key: str(exc)})
+                    continue
+                if item.id != rec.id:
+                    self._report_invalid({key: f"the stored item has id {item.id!r}"})
+                    continue
+                self.items[rec.kind][rec.id] = item
+                self.invalid.pop(key, None)
+                changed = True
+            last = max(last, rec.rev)
+        if last > self.rev:
+            self.rev = last
+            if changed:
+                self._swap()
+            else:
+                self.state.revision = last
+                self.state.metrics.set_revision(last)
+        self._back(None)
+
+    def _swap(self) -> None:
+        config = _config_of(self.items)
+        if self.state.apply(config, revision=self.rev):
+            self._snapshot_dirty = True
+
+    def _report_invalid(self, invalid: Mapping[str, str]) -> None:
+        for key, message in invalid.items():
+            if self.invalid.get(key) != message:
+                log.error(
+                    "invalid item in the store, keeping the last good one: %s: %s", key, message
+                )
+            self.invalid[key] = message
+            self.state.metrics.mirror_invalid(key)
+
+    def _outage(self, exc: BaseException) -> None:
+        if self.connected or self.outage_since is None:
+            self.outage_since = time.time()
+            log.error("config store unavailable (%s); serving revision %d, retrying", exc, self.rev)
+        self.connected = False
+        self.state.metrics.store_up(False)
+
+    def _back(self, _exc: None) -> None:
+        if not self.connected:
+            if self.outage_since is not None:
+                log.info("config store reachable again; at revision %d", self.rev)
+            self.connected = True
+            self.outage_since = None
+            self.state.store_behind = None
+            self.state.metrics.store_up(True)
+
+    # -- reporting back ------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        settings = self.state.settings
+        started = self.state.started
+        listen = ",".join(f"{h}:{p}" for h, p in settings.listen)
+        while True:
+            info: dict[str, str | int | float] = {
+                "rev": self.rev,
+                "version": __version__,
+                "started": started,
+                "pid": os.getpid(),
+                "listen": listen,
+                "worker": settings.worker_index,
+                "host": socket.gethostname(),
+            }
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.heartbeat, self.node, info, HEARTBEAT_TTL)
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    async def _publish_stats(self) -> None:
+        window = self.state.stats
+        if window is None:
+            return
+        while True:
+            await asyncio.sleep(1.0 - (time.time() % 1.0))
+            second, counters = window.take(int(time.time()) - 1)
+            if counters:
+                # Best effort and off the loop: a slow or absent store never blocks requests,
+                # and a second that cannot be published is dropped.
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(
+                        self.store.publish_stats, self.node, second, counters, STATS_TTL
+                    )
+
+    async def _save_snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._snapshot_dirty and self.snapshot_path is not None:
+                self._snapshot_dirty = False
+                try:
+                    await asyncio.to_thread(self._write_disk)
+                except OSError as exc:
+                    log.error("cannot write the local snapshot %s: %s", self.snapshot_path, exc)
+
+    def _write_disk(self) -> None:
+        path = self.snapshot_path
+        if path is None:
+            return
+        data = {"rev": self.rev, "config": config_to_dict(_config_of(self.items))}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic: a reader sees the old or the new file, never half
+
+
+class StartupError(Exception):
+    """The mirror cannot serve anything (no store and no local snapshot)."""
+
+
+class _StoreBehind(Exception):
+    def __init__(self, rev: int) -> None:
+        super().__init__(f"store at revision {rev}, behind this core")
