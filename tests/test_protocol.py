@@ -251,3 +251,93 @@ def test_pipelining_pauses_reading_until_its_turn(loop: asyncio.AbstractEventLoo
     assert tr.statuses() == []
     finish(proto, tr)
     loop.run_until_complete(asyncio.sleep(0))
+
+
+class SilentUpstream:
+    """Accepts connections and never answers: the request stays in flight."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.server = loop.run_until_complete(loop.create_server(asyncio.Protocol, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        self.server.close()
+        self.loop.run_until_complete(self.server.wait_closed())
+
+
+def make_proxying(
+    loop: asyncio.AbstractEventLoop, upstream: SilentUpstream, **limits: Any
+) -> tuple[ClientProtocol, FakeTransport, RouterState]:
+    settings = CoreSettings(access_log="off", limits=Limits(**limits))
+    state = RouterState(settings, loop)
+    config = {
+        "upstreams": [{"id": "app", "targets": [f"127.0.0.1:{upstream.port}"]}],
+        "routes": [{"id": "app", "path": "/", "upstream": "app"}],
+    }
+    assert state.apply(config_from_dict(config))
+    proto = ClientProtocol(state)
+    transport = FakeTransport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    return proto, transport, state
+
+
+def run_until(loop: asyncio.AbstractEventLoop, cond: Any, timeout: float = 5.0) -> None:
+    async def wait() -> None:
+        deadline = loop.time() + timeout
+        while not cond() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    loop.run_until_complete(wait())
+
+
+def test_a_stalled_body_gets_408(loop: asyncio.AbstractEventLoop) -> None:
+    up = SilentUpstream(loop)
+    proto, tr, _ = make_proxying(loop, up, body_timeout=0.1)
+    proto.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+    run_until(loop, lambda: tr.closed)
+    assert tr.statuses() == [408]
+    finish(proto, tr)
+    up.close()
+
+
+def test_endless_trailer_is_cut_off(loop: asyncio.AbstractEventLoop) -> None:
+    up = SilentUpstream(loop)
+    proto, tr, _ = make_proxying(loop, up, max_header_size=1024)
+    proto.data_received(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: "
+    )
+    for _ in range(100):
+        if tr.closed:
+            break
+        proto.data_received(b"a" * 100)
+    assert tr.closed
+    assert tr.statuses() == [431]
+    finish(proto, tr)
+    up.close()
+
+
+def test_a_client_that_stops_reading_is_cut_off(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, send_timeout=0.05)
+    proto.pause_writing()
+    run_until(loop, lambda: tr.closed, timeout=2)
+    assert tr.closed
+    finish(proto, tr)
+
+
+def test_resumed_writing_cancels_the_send_timeout(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop, send_timeout=0.05)
+    proto.pause_writing()
+    proto.resume_writing()
+    loop.run_until_complete(asyncio.sleep(0.15))
+    assert not tr.closed
+    finish(proto, tr)
+
+
+def test_a_long_pipeline_of_own_answers_does_not_recurse(loop: asyncio.AbstractEventLoop) -> None:
+    proto, tr, _ = make(loop)
+    n = 2000  # far past the recursion limit if each answer started the next one directly
+    proto.data_received(b"GET /x HTTP/1.1\r\nHost: none.test\r\n\r\n" * n)
+    run_until(loop, lambda: len(tr.statuses()) >= n)
+    assert tr.statuses() == [404] * n
+    finish(proto, tr)

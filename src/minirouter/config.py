@@ -56,6 +56,8 @@ class Limits:
     max_headers: int = 100
     header_timeout: float = 60.0
     keepalive_timeout: float = 75.0
+    body_timeout: float = 60.0  # between two reads of a request body (client_body_timeout)
+    send_timeout: float = 60.0  # a client that reads nothing of our response (send_timeout)
 
 
 @dataclass

@@ -170,10 +170,31 @@ def test_upstream_error_statuses_pass_through(
 
 
 def test_slow_body_not_cut_by_read_timeout(upstreams: UpstreamSet, start_core: StartCore) -> None:
-    """timeouts.read bounds the wait for the response head, not the whole transfer."""
+    """timeouts.read bounds each wait between two reads, not the whole transfer."""
     core, _ = one(
         upstreams, start_core, up_fields={"timeouts": {"connect": 2, "read": 0.6, "idle": 60}}
     )
     r = request(core.port, headers={"X-Drip": "6", "X-Drip-Interval": "0.3"}, timeout=15)
     assert r.status == 200, r.describe()
     assert len(r.body) == 6000
+
+
+def test_body_stalled_longer_than_read_timeout_is_cut(
+    upstreams: UpstreamSet, start_core: StartCore
+) -> None:
+    """An upstream that stops sending mid-body: the client learns it from a close, in time."""
+    core, _ = one(
+        upstreams, start_core, up_fields={"timeouts": {"connect": 2, "read": 0.5, "idle": 60}}
+    )
+    start = time.monotonic()
+    with RawConnection(core.port, 15) as c:
+        c.send(
+            raw_request_bytes(
+                "GET", "/", host="x", headers=[("X-Drip", "3"), ("X-Drip-Interval", "3")]
+            )
+        )
+        status, _, _, head = c.read_head()
+        assert status == 200, head
+        assert c.wait_closed(10), "the stalled response was not cut"
+    elapsed = time.monotonic() - start
+    assert elapsed < 3, f"cut after {elapsed:.1f}s with timeouts.read 0.5"

@@ -94,6 +94,8 @@ def _default_snapshot(listen: list[tuple[str, int]]) -> Path:
 @click.option("--max-headers", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--header-timeout", type=click.FloatRange(0.001), default=60.0, show_default=True)
 @click.option("--keepalive-timeout", type=click.FloatRange(0.001), default=75.0, show_default=True)
+@click.option("--body-timeout", type=click.FloatRange(0.001), default=60.0, show_default=True)
+@click.option("--send-timeout", type=click.FloatRange(0.001), default=60.0, show_default=True)
 @click.option("--shutdown-timeout", type=click.FloatRange(0), default=30.0, show_default=True)
 def core(
     config_path: Path | None,
@@ -111,6 +113,8 @@ def core(
     max_headers: int,
     header_timeout: float,
     keepalive_timeout: float,
+    body_timeout: float,
+    send_timeout: float,
     shutdown_timeout: float,
 ) -> None:
     """Run the data plane: proxy HTTP traffic by the routes in --config."""
@@ -143,6 +147,8 @@ def core(
             max_headers=max_headers,
             header_timeout=header_timeout,
             keepalive_timeout=keepalive_timeout,
+            body_timeout=body_timeout,
+            send_timeout=send_timeout,
         ),
     )
     sys.exit(run(settings))

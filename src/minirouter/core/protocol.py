@@ -88,12 +88,21 @@ class ClientProtocol(asyncio.Protocol):
         self.eof = False  # the client will send nothing more
         self.write_paused = False
         self.upgraded: RequestCycle | None = None  # every byte now belongs to this tunnel
+        self.newest: RequestCycle | None = None  # the last request whose head was parsed
         self._in_head = False
         self._head_bytes = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_size = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # header / keep-alive timeout
+        # While a request body is being read: the client must keep sending (body timeout).
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._last_read = 0.0
+        # Bytes read since the parser last produced body: chunk-size lines, extensions and
+        # trailers, which httptools buffers whole; bounded like a header block.
+        self._meta_bytes = 0
+        # While our writes are paused: the client must keep reading (send timeout).
+        self._send_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -113,6 +122,7 @@ class ClientProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._disarm()
+        self._cancel_io_timers()
         self.state.connections.discard(self)
         self.state.metrics.connection_closed()
         for cycle in self.queue:
@@ -130,17 +140,25 @@ class ClientProtocol(asyncio.Protocol):
                 # httptools buffers a header line until it is complete: cut it off here.
                 self._parse_failed(431 if self._url else 414)
                 return
+        if self._body_timer is not None:
+            self._last_read = self.loop.time()
+        self._meta_bytes += len(data)
         try:
             self.parser.feed_data(data)
+            if self.parsing is not None and self._meta_bytes > self.limits.max_header_size:
+                self._parse_failed(431)
         except httptools.HttpParserUpgrade as exc:
             # on_message_complete has already run: the upgrade is the newest request.
-            cycle = self.queue[-1] if self.queue else None
+            cycle = self.newest
             offset = exc.args[0] if exc.args else len(data)
-            if cycle is not None and cycle.upgrade is not None:
+            if cycle is None or cycle.upgrade is None:
+                self._parse_failed(400)
+            elif cycle.finished:
+                # Already answered (and told to close): nothing after it can be parsed.
+                self.close()
+            else:
                 self.upgraded = cycle
                 cycle.client_tunnel_data(data[offset:])
-            else:
-                self._parse_failed(400)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._parse_failed(cause.status if isinstance(cause, _HeadTooLarge) else 400)
@@ -159,11 +177,16 @@ class ClientProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._on_send_timeout)
         if self.queue:
             self.queue[0].client_pause_writing()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self.queue:
             self.queue[0].client_resume_writing()
 
@@ -171,6 +194,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._meta_bytes = 0
         self._head_bytes = 0
         self._url = b""
         self._headers = []
@@ -205,7 +229,11 @@ class ClientProtocol(asyncio.Protocol):
             bool(parser.should_upgrade()),
         )
         self.parsing = cycle
+        self.newest = cycle
         self.queue.append(cycle)
+        if cycle.chunked or cycle.content_length:
+            self._last_read = self.loop.time()
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._check_body)
         if len(self.queue) == 1:
             self._disarm()
             cycle.run()
@@ -215,10 +243,15 @@ class ClientProtocol(asyncio.Protocol):
             self.gate.pause(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        self._meta_bytes = 0
         if self.parsing is not None:
             self.parsing.client_body(body)
 
     def on_message_complete(self) -> None:
+        self._meta_bytes = 0
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         cycle = self.parsing
         if cycle is not None:
             self.parsing = None
@@ -239,11 +272,17 @@ class ClientProtocol(asyncio.Protocol):
             nxt = self.queue[0]
             if len(self.queue) == 1 and self.gate is not None:
                 self.gate.resume(PAUSE_PIPELINE)
-            nxt.run()
+            # From the loop, not from here: a long pipeline of answers the router gives itself
+            # would otherwise recurse cycle_done -> run -> cycle_done ... to the recursion limit.
+            self.loop.call_soon(self._run_next, nxt)
         elif self._in_head:
             self._arm(self.limits.header_timeout, self._on_header_timeout)
         else:
             self._arm(self.limits.keepalive_timeout, self.close)
+
+    def _run_next(self, cycle: RequestCycle) -> None:
+        if not self.closed and self.queue and self.queue[0] is cycle:
+            cycle.run()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -273,11 +312,14 @@ class ClientProtocol(asyncio.Protocol):
         assert self.gate is not None
         self.gate.pause(PAUSE_DEAD)
         self._in_head = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         cycle = self.parsing
         if cycle is not None and not cycle.request_complete:
             # The broken bytes were inside a request being forwarded.
             self.parsing = None
-            cycle.client_broke()
+            cycle.client_broke(status)
             return
         if not self.queue:
             self._send_error_and_close(status)
@@ -297,6 +339,31 @@ class ClientProtocol(asyncio.Protocol):
             self._send_error_and_close(408)
         else:
             self.close()
+
+    def _check_body(self) -> None:
+        # One timer per body, not one per read: it re-arms itself for the time left.
+        self._body_timer = None
+        if self.closed or self.parsing is None:
+            return
+        now = self.loop.time()
+        if self.gate is not None and self.gate.reasons:
+            self._last_read = now  # we stopped reading, not the client
+        left = self._last_read + self.limits.body_timeout - now
+        if left > 0:
+            self._body_timer = self.loop.call_later(left, self._check_body)
+            return
+        self._parse_failed(408)
+
+    def _on_send_timeout(self) -> None:
+        # The client stopped reading what we send it: the connection is dead weight.
+        self._send_timer = None
+        self.abort()
+
+    def _cancel_io_timers(self) -> None:
+        for timer in (self._body_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._body_timer = self._send_timer = None
 
     def _arm(self, delay: float, callback: object) -> None:
         if self._timer is not None:
@@ -337,6 +404,7 @@ class RequestCycle:
         "out",
         "pending",
         "pending_size",
+        "placeholder",
         "proto",
         "query",
         "request_complete",
@@ -383,7 +451,8 @@ class RequestCycle:
         self.version = version
         self.keep_alive = keep_alive
         self.started = time.monotonic()
-        self.error_status = 0  # set for a placeholder that only answers an error
+        self.error_status = 0  # answer this error when the cycle's turn comes
+        self.placeholder = False  # not a request: a parse error answered in order
         # Request framing, from the headers httptools has already validated.
         self.host_b = b""
         self.content_length: int | None = None
@@ -445,6 +514,7 @@ class RequestCycle:
     @classmethod
     def failed(cls, proto: ClientProtocol, status: int) -> RequestCycle:
         cycle = cls(proto, b"-", b"-", [], "1.1", False, False)
+        cycle.placeholder = True
         cycle.error_status = status
         cycle.request_complete = True
         return cycle
@@ -536,7 +606,9 @@ class RequestCycle:
         self._connect()
 
     def body_pending(self) -> bool:
-        """Body bytes may still arrive: an answer now must close the connection."""
+        """Body bytes (or tunnel bytes) may still arrive: an answer now must close."""
+        if self.upgrade is not None:
+            return True  # past an upgrade request the parser cannot read another request
         return not self.request_complete and (self.chunked or bool(self.content_length))
 
     def _headers_map(self) -> dict[str, str]:
@@ -600,28 +672,36 @@ class RequestCycle:
                 task.result().close()
             return
         if exc is not None:
-            assert self.target is not None and self.balancer is not None
-            self.target.record_failure(time.monotonic())
-            self.state.metrics.upstream_failure(self.balancer.upstream.id, self.target.address)
-            self.last_error = 504 if isinstance(exc, TimeoutError) else 502
-            route = self.match.route if self.match is not None else None
-            if (
-                route is not None
-                and len(self.tried) <= route.retries
-                and self.method in IDEMPOTENT
-                and self.body_received == self.pending_size
-            ):
-                self._connect()
-                return
-            status = self.last_error
-            self.respond_own(
-                responses.error(status, close=self.body_pending()), status, self.body_pending()
-            )
+            self._connect_failed(504 if isinstance(exc, TimeoutError) else 502)
             return
         self._attach(task.result())
 
+    def _connect_failed(self, status: int) -> None:
+        """No usable connection to the chosen target: another target, or an error."""
+        assert self.target is not None and self.balancer is not None
+        self.target.record_failure(time.monotonic())
+        self.state.metrics.upstream_failure(self.balancer.upstream.id, self.target.address)
+        self.last_error = status
+        route = self.match.route if self.match is not None else None
+        if (
+            route is not None
+            and len(self.tried) <= route.retries
+            and self.method in IDEMPOTENT
+            and self.body_received == self.pending_size
+        ):
+            self._connect()
+            return
+        self.respond_own(
+            responses.error(status, close=self.body_pending()), status, self.body_pending()
+        )
+
     def _attach(self, conn: pool.UpstreamConnection) -> None:
         assert self.balancer is not None and self.match is not None and self.target is not None
+        if conn.closed or conn.transport is None or conn.transport.is_closing():
+            # The upstream closed it between the connect and this callback: its
+            # connection_lost has already come and gone, so nobody else would notice.
+            self._connect_failed(502)
+            return
         spec = self.balancer.upstream
         self.conn = conn
         self.target.begin()
@@ -656,6 +736,8 @@ class RequestCycle:
             conn.arm_read_timeout()
         if self.proto.write_paused:
             conn.pause_reading()
+        else:
+            conn.resume_reading()
 
     # -- request body from the client ----------------------------------------
 
@@ -691,21 +773,24 @@ class RequestCycle:
         if self.response_done:
             self._finish()
 
-    def client_broke(self) -> None:
-        """The request's own bytes were malformed mid-body: nothing more will come."""
+    def client_broke(self, status: int = 400) -> None:
+        """The request's body was malformed, too large or too slow: nothing more will come."""
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
         self._drop_upstream()
         self.request_complete = True
         if not (self.proto.queue and self.proto.queue[0] is self):
-            self.error_status = 400  # answered when its turn comes
+            self.error_status = status  # answered when its turn comes
         elif self.response_started:
             self._finish_broken()
         else:
-            self.respond_own(responses.error(400, close=True), 400, True)
+            self.respond_own(responses.error(status, close=True), status, True)
 
     def client_gone(self) -> None:
+        if not self.finished and not self.placeholder:
+            self.status = self.status if self.response_done else 499
+            self._log()
         self.finished = True
         if self.connecting is not None:
             self.connecting.cancel()
@@ -850,6 +935,9 @@ class RequestCycle:
         self.response_done = True
         conn = self.conn
         self.conn = None
+        if self.proto.gate is not None:
+            # A full upstream write buffer paused the client; that upstream is done with us.
+            self.proto.gate.resume(PAUSE_UPSTREAM)
         target = self.target
         if target is not None:
             target.end()
@@ -964,6 +1052,9 @@ class RequestCycle:
     # -- tunnel (after a 101) ----------------------------------------------------
 
     def client_tunnel_data(self, data: bytes) -> None:
+        if self.finished:
+            self.proto.close()  # the upgrade was refused: these bytes have nowhere to go
+            return
         if not data:
             return
         if self.tunnelling and self.conn is not None:
@@ -989,6 +1080,8 @@ class RequestCycle:
     # -- endings -----------------------------------------------------------------
 
     def _drop_upstream(self) -> None:
+        if self.proto.gate is not None:
+            self.proto.gate.resume(PAUSE_UPSTREAM)
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.handler = None
@@ -1027,7 +1120,7 @@ class RequestCycle:
         if stats is not None:
             stats.record(self.route_id, self.status, duration, self.bytes_sent)
         access = state.access_log
-        if access is None or self.error_status:
+        if access is None or self.placeholder:
             return
         referer = user_agent = ""
         for name, value in self.headers:

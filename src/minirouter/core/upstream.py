@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minirouter.upstream")
 
+# Like nginx's "upstream sent too big header", with room: a response head (or a trailer
+# block) larger than this is refused with 502.
+MAX_RESPONSE_HEAD = 64 * 1024
+
 
 class ResponseHandler(Protocol):
     """What an upstream connection reports to the request cycle using it."""
@@ -64,6 +68,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._read_timer: asyncio.TimerHandle | None = None
         self._read_timeout = 0.0
+        self._last_read = 0.0
+        self._paused = False  # reading paused for a slow client: not the upstream's fault
+        # Bytes read since the parser last made progress (head, body): bounds what httptools
+        # buffers of a header or trailer line from a broken upstream.
+        self._unparsed = 0
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -89,16 +98,24 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = self.loop.call_later(self._read_timeout, self._on_read_timeout)
+            self._last_read = self.loop.time()
         self.response_started = True
+        self._unparsed += len(data)
         try:
             self.parser.feed_data(data)
+            if self._unparsed > MAX_RESPONSE_HEAD and self.handler is not None:
+                self.close()
+                handler.on_upstream_error(502, "upstream response head or trailers too large")
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             self._cancel_read_timer()
             self.tunnel = True
             handler.on_upstream_upgrade(data[offset:])
+        except httptools.HttpParserCallbackError as exc:
+            # Our own callback failed: a bug, not the upstream's fault; say so loudly.
+            log.error("error handling an upstream response", exc_info=exc.__context__ or exc)
+            self.close()
+            handler.on_upstream_error(502, "internal error")
         except httptools.HttpParserError as exc:
             self.close()
             handler.on_upstream_error(502, f"invalid response from upstream: {exc}")
@@ -135,6 +152,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._unparsed = 0
         self._reason = b""
         self._headers = []
 
@@ -148,9 +166,8 @@ class UpstreamConnection(asyncio.Protocol):
         handler = self.handler
         if handler is None:
             return
+        self._unparsed = 0
         status = self.parser.get_status_code()
-        if status >= 200:
-            self._cancel_read_timer()
         handler.on_upstream_head(
             status, self._reason, self._headers, bool(self.parser.should_keep_alive())
         )
@@ -159,6 +176,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.handler.on_upstream_complete()
 
     def on_body(self, body: bytes) -> None:
+        self._unparsed = 0
         if self._done_head_only:
             # Body bytes after a HEAD answer: the framing cannot be trusted.
             self.parser = httptools.HttpResponseParser(self)
@@ -185,20 +203,28 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout = read_timeout
 
     def arm_read_timeout(self) -> None:
-        """Start waiting for the response: called once the request is fully sent."""
+        """Start waiting for the response: called once the request is fully sent.
+
+        From then on `timeouts.read` bounds every wait for the upstream (for the head, and
+        between two reads of the body), as nginx's proxy_read_timeout does.
+        """
         self._cancel_read_timer()
         if not self.closed:
-            self._read_timer = self.loop.call_later(self._read_timeout, self._on_read_timeout)
+            self._last_read = self.loop.time()
+            self._read_timer = self.loop.call_later(self._read_timeout, self._check_read)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
     def pause_reading(self) -> None:
+        self._paused = True
         if self.transport is not None and not self.closed:
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self._paused = False
+        self._last_read = self.loop.time()
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
@@ -219,9 +245,27 @@ class UpstreamConnection(asyncio.Protocol):
         self.handler = None
         self.reused = True
         self._cancel_read_timer()
+        if self.transport is not None:
+            # A slow client may have paused us; idle, we must read to notice a close.
+            self._paused = False
+            self.transport.resume_reading()
         self._idle_timer = self.loop.call_later(idle_timeout, self._on_idle_timeout)
 
     # -- timers ------------------------------------------------------------
+
+    def _check_read(self) -> None:
+        # One timer per exchange, not one per read: it re-arms itself for the time left.
+        self._read_timer = None
+        if self.handler is None or self.closed:
+            return
+        now = self.loop.time()
+        if self._paused:
+            self._last_read = now
+        left = self._last_read + self._read_timeout - now
+        if left > 0:
+            self._read_timer = self.loop.call_later(left, self._check_read)
+        else:
+            self._on_read_timeout()
 
     def _on_read_timeout(self) -> None:
         self._read_timer = None
