@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import ipaddress
 import json
 import math
@@ -545,15 +544,20 @@ def _fields_of(
     return out
 
 
-@functools.cache
+_FIELD_NAMES: dict[type[Any], tuple[dict[str, None], tuple[str, ...]]] = {}
+
+
 def _field_names(cls: type[Any]) -> tuple[dict[str, None], tuple[str, ...]]:
     """A class's field names (in order, for hints) and its required ones; computed once,
     because dataclasses.fields() is a large part of loading 100k routes."""
-    known = dict.fromkeys(f.name for f in fields(cls))
-    required = tuple(
-        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-    )
-    return known, required
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        known = dict.fromkeys(f.name for f in fields(cls))
+        required = tuple(
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+        )
+        names = _FIELD_NAMES[cls] = (known, required)
+    return names
 
 
 def _make(cls: type[Any], kwargs: dict[str, Any] | None, e: _Errors, errors_before: int) -> Any:
