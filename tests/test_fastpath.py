@@ -835,3 +835,25 @@ def test_uses_headers_says_whether_match_reads_headers(fp: ModuleType) -> None:
         [Route(id="a", upstream="u"), Route(id="b", headers={"X-C": "1"}, upstream="u")]
     )
     assert canary.uses_headers is True
+
+
+def test_a_table_built_from_a_previous_one_answers_like_a_fresh_one(fp: ModuleType) -> None:
+    routes = [
+        Route(id=f"r{i}", hosts=(f"h{i % 7}.test",), path=f"/p{i % 5}/", upstream="u")
+        for i in range(50)
+    ]
+    old = fp.RouteTable(routes)
+    changed = list(routes)
+    changed[3] = Route(id="r3", hosts=("h3.test",), path="/p3/", priority=5, upstream="u")
+    del changed[10]
+    changed.append(Route(id="new", hosts=("h1.test",), path="/p1/x", upstream="u"))
+    incremental = fp.RouteTable(changed, previous=old)
+    fresh = fp.RouteTable(changed)
+    for h in range(7):
+        for p in range(5):
+            for suffix in ("", "x"):
+                args = (f"h{h}.test", f"/p{p}/{suffix}", "GET")
+                assert incremental.explain(*args) == fresh.explain(*args), args
+    # The old table still answers by the old routes.
+    assert old.match("h3.test", "/p3/", "GET").route.id == "r3"
+    assert old.match("h3.test", "/p3/", "GET").route.priority == 0

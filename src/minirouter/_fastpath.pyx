@@ -447,6 +447,30 @@ cdef class _Entry:
     cdef bint any_host
 
 
+cdef _Entry _clone(_Entry old):
+    # Everything but the per-table ranks, which the new table assigns afresh.
+    cdef _Entry e = _Entry.__new__(_Entry)
+    e.route = old.route
+    e.id = old.id
+    e.priority = old.priority
+    e.kind = old.kind
+    e.lit_ps = old.lit_ps
+    e.path = old.path
+    e.plen = old.plen
+    e.strip = old.strip
+    e.methods = old.methods
+    e.header_names = old.header_names
+    e.header_values = old.header_values
+    e.rx_match = old.rx_match
+    e.rewrite = old.rewrite
+    e.req_edits = old.req_edits
+    e.resp_edits = old.resp_edits
+    e.exact_hosts = old.exact_hosts
+    e.wild_suffixes = old.wild_suffixes
+    e.any_host = old.any_host
+    return e
+
+
 def _precedence(_Entry e):
     # Within one index slot every route has the same host and path specificity.
     return (-e.prio, e.idr)
@@ -865,10 +889,28 @@ cdef class RouteTable:
         self._entries = []
         self._exact_hosts = {}
 
-    def __init__(self, routes):
+    def __init__(self, routes, RouteTable previous=None):
         cdef _Entry e
         cdef _Bucket b
-        entries = [_compile_route(route) for route in routes if route.enabled]
+        cdef _Entry old
+        cdef dict reuse
+        entries = []
+        if previous is None:
+            entries = [_compile_route(route) for route in routes if route.enabled]
+        else:
+            # A config change usually touches a few routes of thousands: the unchanged Route
+            # objects (the mirror keeps them) take their compiled form from the old table.
+            reuse = {}
+            for old in previous._entries:
+                reuse[old.id] = old
+            for route in routes:
+                if not route.enabled:
+                    continue
+                found = reuse.get(route.id)
+                if found is not None and (<_Entry>found).route is route:
+                    entries.append(_clone(<_Entry>found))
+                else:
+                    entries.append(_compile_route(route))
         ids = set()
         for e in entries:
             if e.id in ids:

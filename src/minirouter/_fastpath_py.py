@@ -459,7 +459,9 @@ class RouteTable:
 
     __slots__ = ("_any", "_compiled", "_exact_hosts", "_routes", "_wildcards", "uses_headers")
 
-    def __init__(self, routes: Iterable[Route]) -> None:
+    def __init__(self, routes: Iterable[Route], previous: RouteTable | None = None) -> None:
+        # `previous` lets the compiled module reuse the compiled form of unchanged routes;
+        # compiling is cheap enough here not to bother.
         self._compiled = [_compile_route(route) for route in routes if route.enabled]
         self._routes = tuple(compiled.route for compiled in self._compiled)
         # Only then must a caller build the header mapping that match() takes.

@@ -85,8 +85,14 @@ class RouterState:
 
         `revision` is the store's revision in store mode; a file's loads are counted from 1.
         """
+        current = self.table
         try:
-            table = fastpath.RouteTable(config.routes)
+            if len(current.routes) == len(config.routes) and all(
+                a is b for a, b in zip(current.routes, config.routes, strict=True)
+            ):
+                table = current  # only upstreams changed: the routes are the very same objects
+            else:
+                table = fastpath.RouteTable(config.routes, previous=current)
         except (ValueError, TypeError) as exc:
             return self._reject(f"route table: {exc}")
         balancers: dict[str, Balancer] = {}
