@@ -56,6 +56,8 @@ def _wait_port(address: str, deadline: float) -> bool:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "upstream":
+        # Ctrl-C reaches the whole process group; the parent reports, this one stays quiet.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _upstream()
         return 0
     upstream = subprocess.Popen([sys.executable, __file__, "upstream"])
