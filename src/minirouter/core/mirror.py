@@ -275,6 +275,7 @@ class Mirror:
                 "listen": listen,
                 "worker": settings.worker_index,
                 "host": socket.gethostname(),
+                "seen": time.time(),
             }
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.heartbeat, self.node, info, HEARTBEAT_TTL)
