@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel 'Cython>=3.0.10,<3.4'
-	$(BIN)/pip install -q --no-build-isolation -e '.[test,redis]'
+	$(BIN)/pip install -q --no-build-isolation -e '.[test,redis,control]'
 	touch $@
 
 $(EXT): $(STAMP) src/minirouter/_fastpath.pyx setup.py

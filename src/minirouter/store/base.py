@@ -8,13 +8,14 @@ sharing its revision), node heartbeats and per-second stats. See DESIGN.md, "Sto
 from __future__ import annotations
 
 import abc
+import json
 import random
 import re
 import time
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 from urllib.parse import parse_qsl, urlencode
 
 from minirouter.model import Config, Item, ValidationError, from_dict, kind_of
@@ -192,6 +193,55 @@ class Store(abc.ABC):
         second, node and route.
         """
 
+    # -- control-plane accounts -----------------------------------------------------------------
+    #
+    # Records are JSON objects the store keeps as they are given (the control plane decides
+    # what they hold: role, password hash, ...); the store only needs their "name". Token
+    # records are stored under the digest of the token (the token itself never reaches the
+    # store), so the check of a request's token is one lookup.
+
+    @abc.abstractmethod
+    def user(self, name: str) -> dict[str, Any] | None:
+        """The record of user `name`, or None."""
+
+    @abc.abstractmethod
+    def users(self) -> list[dict[str, Any]]:
+        """Every user record, sorted by name."""
+
+    @abc.abstractmethod
+    def add_user(self, record: Mapping[str, Any], replace: bool = False) -> bool:
+        """Store a user record (its "name" is the key); False if the name exists and not
+        `replace`. ValueError for a record without a string "name" or that is not JSON."""
+
+    @abc.abstractmethod
+    def delete_user(self, name: str) -> bool:
+        """Delete user `name`; False if there was none."""
+
+    @abc.abstractmethod
+    def token(self, digest: str) -> dict[str, Any] | None:
+        """The record of the token whose digest is `digest`, or None (unknown or revoked)."""
+
+    @abc.abstractmethod
+    def tokens(self) -> list[dict[str, Any]]:
+        """Every token record (without digests), sorted by name."""
+
+    @abc.abstractmethod
+    def add_token(self, digest: str, record: Mapping[str, Any]) -> bool:
+        """Store a token record under `digest`, atomically; False (nothing stored) if a token
+        of the same "name" or digest exists. ValueError as for `add_user`."""
+
+    @abc.abstractmethod
+    def revoke_token(self, name: str) -> bool:
+        """Delete the token named `name`; False if there was none."""
+
+    @abc.abstractmethod
+    def shared_secret(self, name: str, candidate: str) -> str:
+        """The secret stored under `name`, storing `candidate` first if there is none.
+
+        Atomic: processes that race all get the same value (the first one stored). For a key
+        that several control processes must agree on, e.g. the session-signing key.
+        """
+
     # -- housekeeping ---------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -301,6 +351,29 @@ def check_rev(rev: int) -> None:
     """Refuse a negative revision (a caller's bug)."""
     if rev < 0:
         raise ValueError(f"revision must be >= 0, got {rev}")
+
+
+def account_json(record: Mapping[str, Any]) -> tuple[str, str]:
+    """(name, JSON text) of an account record; ValueError unless it has a usable "name"."""
+    name = record.get("name")
+    if not isinstance(name, str) or not name or any(c in name for c in "\r\n\x00"):
+        raise ValueError(f"an account record needs a name without line breaks; got {name!r}")
+    try:
+        text = json.dumps(dict(record), separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"account record {name!r} is not JSON: {exc}") from None
+    return name, text
+
+
+def account_record(text: str | bytes | None) -> dict[str, Any] | None:
+    """A stored account record parsed, None for a missing or unreadable one."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None  # written by something else: treated as absent
+    return cast(dict[str, Any], value) if isinstance(value, dict) else None
 
 
 def check_node(node_id: str) -> None:

@@ -13,6 +13,7 @@ redis-py uses hiredis to parse replies when it is installed (the `redis` extra i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import threading
@@ -41,6 +42,8 @@ from .base import (
     InfoValue,
     Snapshot,
     Store,
+    account_json,
+    account_record,
     check_node,
     check_rev,
     conflict_backoff,
@@ -62,6 +65,26 @@ _SENTINEL_OPTIONS = {
     "sentinel_username": str,
     "sentinel_password": str,
 }
+
+# The tokens hash holds two fields per token: "d:<digest>" -> the JSON record (the lookup a
+# request makes) and "n:<name>" -> the digest (unique names, revocation by name). Both are
+# written and deleted together by these scripts, so the hash never holds half a token.
+_TOKEN_DIGEST = "d:"
+_ADD_TOKEN = """
+if redis.call('HEXISTS', KEYS[1], 'n:' .. ARGV[1]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'd:' .. ARGV[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'n:' .. ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'd:' .. ARGV[2], ARGV[3])
+return 1
+"""
+_REVOKE_TOKEN = """
+local digest = redis.call('HGET', KEYS[1], 'n:' .. ARGV[1])
+if not digest then return 0 end
+redis.call('HDEL', KEYS[1], 'n:' .. ARGV[1], 'd:' .. digest)
+return 1
+"""
+_ADD_TOKEN_SHA = hashlib.sha1(_ADD_TOKEN.encode()).hexdigest()
+_REVOKE_TOKEN_SHA = hashlib.sha1(_REVOKE_TOKEN.encode()).hexdigest()
 
 _AsyncFactory = Callable[[], tuple["redis.asyncio.Redis", Callable[[], Any]]]
 
@@ -101,6 +124,10 @@ class RedisStore(Store):
         self._nodes_index = f"{p}:nodes"  # ZSET of node ids: cheaper than SCAN over all keys
         self._stats_prefix = f"{p}:stats:"
         self._stats_index = f"{p}:stats"  # ZSET of stats keys, scored by second
+        # Control-plane accounts (DESIGN.md's users and tokens; secrets: the session key).
+        self._users_key = f"{p}:users"
+        self._tokens_key = f"{p}:tokens"
+        self._secrets_key = f"{p}:secrets"
         self._lock = threading.Lock()
         self._state: ConfigState | None = None
         self._closers: list[Callable[[], Any]] = []
@@ -420,6 +447,68 @@ class RedisStore(Store):
             {"node": node, "second": second, "route": route, "counters": counters}
             for (second, node, route), counters in sorted(rows.items())
         ]
+
+    # -- control-plane accounts -----------------------------------------------------------------
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        with self._errors():
+            return account_record(cast(str | None, self._client.hget(self._users_key, name)))
+
+    def users(self) -> list[dict[str, Any]]:
+        with self._errors():
+            found = cast(dict[str, str], self._client.hgetall(self._users_key))
+        records = (account_record(found[name]) for name in sorted(found))
+        return [r for r in records if r is not None]
+
+    def add_user(self, record: Mapping[str, Any], replace: bool = False) -> bool:
+        name, text = account_json(record)
+        with self._errors():
+            if replace:
+                self._client.hset(self._users_key, name, text)
+                return True
+            return bool(self._client.hsetnx(self._users_key, name, text))
+
+    def delete_user(self, name: str) -> bool:
+        with self._errors():
+            return bool(self._client.hdel(self._users_key, name))
+
+    def token(self, digest: str) -> dict[str, Any] | None:
+        with self._errors():
+            text = self._client.hget(self._tokens_key, _TOKEN_DIGEST + digest)
+        return account_record(cast(str | None, text))
+
+    def tokens(self) -> list[dict[str, Any]]:
+        with self._errors():
+            found = cast(dict[str, str], self._client.hgetall(self._tokens_key))
+        records = [
+            account_record(text) for field, text in found.items() if field.startswith(_TOKEN_DIGEST)
+        ]
+        return sorted((r for r in records if r is not None), key=lambda r: str(r.get("name")))
+
+    def add_token(self, digest: str, record: Mapping[str, Any]) -> bool:
+        name, text = account_json(record)
+        with self._errors():
+            return bool(
+                self._script(_ADD_TOKEN, _ADD_TOKEN_SHA, [self._tokens_key], [name, digest, text])
+            )
+
+    def revoke_token(self, name: str) -> bool:
+        with self._errors():
+            return bool(self._script(_REVOKE_TOKEN, _REVOKE_TOKEN_SHA, [self._tokens_key], [name]))
+
+    def shared_secret(self, name: str, candidate: str) -> str:
+        with self._errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hsetnx(self._secrets_key, name, candidate)
+            pipe.hget(self._secrets_key, name)
+            _, value = pipe.execute()
+        return str(value)
+
+    def _script(self, script: str, sha: str, keys: list[str], args: list[str]) -> Any:
+        try:
+            return self._client.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return self._client.eval(script, len(keys), *keys, *args)
 
     # -- housekeeping ---------------------------------------------------------------------------
 

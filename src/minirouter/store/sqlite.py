@@ -28,6 +28,8 @@ from .base import (
     InfoValue,
     Snapshot,
     Store,
+    account_json,
+    account_record,
     check_node,
     check_rev,
     int_param,
@@ -80,6 +82,19 @@ CREATE TABLE IF NOT EXISTS stats (
     PRIMARY KEY (second, node, route, counter)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS stats_expiry ON stats (expires_at);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    json TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens (
+    digest TEXT PRIMARY KEY,  -- of the token: the token itself is never stored
+    name TEXT NOT NULL UNIQUE,
+    json TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 """
 _RECORD_COLUMNS = "rev, seq, n, kind, id, op, before, after, actor, at"
 _IDLE_CONNECTIONS = 8
@@ -401,6 +416,63 @@ class SqliteStore(Store):
             {"node": node, "second": second, "route": route, "counters": counters}
             for (second, node, route), counters in grouped.items()
         ]
+
+    # -- control-plane accounts -----------------------------------------------------------------
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        with self._errors(), self._connection() as conn:
+            row = conn.execute("SELECT json FROM users WHERE name = ?", (name,)).fetchone()
+        return account_record(row[0] if row is not None else None)
+
+    def users(self) -> list[dict[str, Any]]:
+        with self._errors(), self._connection() as conn:
+            rows = conn.execute("SELECT json FROM users ORDER BY name").fetchall()
+        records = (account_record(text) for (text,) in rows)
+        return [r for r in records if r is not None]
+
+    def add_user(self, record: Mapping[str, Any], replace: bool = False) -> bool:
+        name, text = account_json(record)
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self._errors(), self._write() as conn:
+            cursor = conn.execute(f"{verb} INTO users (name, json) VALUES (?, ?)", (name, text))
+            return cursor.rowcount > 0
+
+    def delete_user(self, name: str) -> bool:
+        with self._errors(), self._write() as conn:
+            return conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
+
+    def token(self, digest: str) -> dict[str, Any] | None:
+        with self._errors(), self._connection() as conn:
+            row = conn.execute("SELECT json FROM tokens WHERE digest = ?", (digest,)).fetchone()
+        return account_record(row[0] if row is not None else None)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        with self._errors(), self._connection() as conn:
+            rows = conn.execute("SELECT json FROM tokens ORDER BY name").fetchall()
+        records = (account_record(text) for (text,) in rows)
+        return [r for r in records if r is not None]
+
+    def add_token(self, digest: str, record: Mapping[str, Any]) -> bool:
+        name, text = account_json(record)
+        with self._errors(), self._write() as conn:
+            # Both the digest and the name are unique: a clash with either stores nothing.
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO tokens (digest, name, json) VALUES (?, ?, ?)",
+                (digest, name, text),
+            )
+            return cursor.rowcount > 0
+
+    def revoke_token(self, name: str) -> bool:
+        with self._errors(), self._write() as conn:
+            return conn.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount > 0
+
+    def shared_secret(self, name: str, candidate: str) -> str:
+        with self._errors(), self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, candidate)
+            )
+            (value,) = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        return str(value)
 
     # -- housekeeping ---------------------------------------------------------------------------
 
