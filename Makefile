@@ -29,7 +29,7 @@ system-deps:
 	fi
 
 run: build
-	@$(BIN)/python scripts/demo.py
+	@$(BIN)/minirouter up
 
 test: build system-deps
 	$(BIN)/pytest --benchmark-disable $(PYTEST_ARGS)
@@ -39,8 +39,8 @@ bench: build system-deps
 	$(BIN)/python benchmarks/e2e_load.py --json .benchmarks/e2e-$$(date +%Y%m%d-%H%M%S).json
 
 lint: build
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 clean:
