@@ -29,8 +29,8 @@ from minirouter.model import (
     Config,
     ValidationError,
     config_from_dict,
-    config_to_dict,
     from_dict,
+    to_dict,
 )
 
 if TYPE_CHECKING:
@@ -57,17 +57,22 @@ def _config_items(config: Config) -> dict[str, dict[str, Any]]:
 
 
 def _config_of(items: dict[str, dict[str, Any]]) -> Config:
-    return Config(
-        **{kind: tuple(items[kind][key] for key in sorted(items[kind])) for kind in KINDS}
-    )
+    # Insertion order, not sorted: the table's precedence is a total order of its own, and
+    # an unchanged route keeps its place, which lets the table reuse its compiled form.
+    return Config(**{kind: tuple(items[kind].values()) for kind in KINDS})
+
+
+# The references the store enforces on write, checked again on what the mirror receives.
+_REFERENCING = ("routes", "listeners")
 
 
 class Mirror:
     """Keeps `state` equal to the store's config; one per worker."""
 
-    def __init__(self, state: RouterState, store: Store, snapshot_path: Path | None) -> None:
+    def __init__(self, state: RouterState, store_url: str, snapshot_path: Path | None) -> None:
         self.state = state
-        self.store = store
+        self.store_url = store_url
+        self.store: Store | None = None  # opened lazily: a core may start while it is down
         self.snapshot_path = snapshot_path
         self.node = node_id(state.settings.worker_index)
         self.items: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
@@ -78,19 +83,48 @@ class Mirror:
         self.from_disk = False
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshot_dirty = False
+        self._last_change = 0.0
+        self._last_write = 0.0
+        # JSON of each item as stored, kept so the local snapshot is written without
+        # re-serialising 10k dataclasses (that held the GIL for ~130 ms every second).
+        self._raw: dict[tuple[str, str], Any] = {}
+
+    def _open(self) -> Store:
+        if self.store is None:
+            from minirouter.store import open_store
+
+            self.store = open_store(self.store_url)
+        return self.store
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     # -- start-up ----------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the store's snapshot, or the disk snapshot if the store is down."""
+        from minirouter.store.errors import StoreError, StoreUnavailable
+
         try:
             await self._load_snapshot()
-        except Exception as exc:
+        except StoreUnavailable as exc:
             self._outage(exc)
             if not self._load_disk():
                 raise StartupError(
                     f"the config store is unreachable ({exc}) and there is no local snapshot"
                     + (f" at {self.snapshot_path}" if self.snapshot_path else "")
+                ) from exc
+        except (StoreError, ValueError) as exc:
+            # A bad URL or a store that is not one: nothing a retry would fix.
+            raise StartupError(str(exc)) from exc
+        except Exception as exc:  # anything else from the client library: treat as an outage
+            log.exception("reading the config store failed")
+            self._outage(exc)
+            if not self._load_disk():
+                raise StartupError(
+                    f"the config store failed ({exc}) and there is no local snapshot"
                 ) from exc
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -108,15 +142,25 @@ class Mirror:
                 await task
         self._tasks = []
         if self._snapshot_dirty:
-            await asyncio.to_thread(self._write_disk)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._write_disk)
 
     async def _load_snapshot(self) -> None:
-        snap = await asyncio.to_thread(self.store.snapshot)
-        self.items = _config_items(snap.config)
+        snap = await asyncio.to_thread(lambda: self._open().snapshot())
+        items = _config_items(snap.config)
+        for key in snap.invalid:
+            # Invalid in the store now: the version we serve (if any) stays.
+            kind, _, item_id = key.partition("/")
+            good = self.items.get(kind, {}).get(item_id)
+            if good is not None and kind in items:
+                items[kind][item_id] = good
+        self.items = items
+        self._raw.clear()
         self._report_invalid(snap.invalid)
         self.rev = snap.rev
         self._swap()
         self.from_disk = False
+        self.state.store_behind = None
         self._back(None)
 
     def _load_disk(self) -> bool:
@@ -134,6 +178,7 @@ class Mirror:
         self.rev = rev
         self.from_disk = True
         self._swap()
+        self._snapshot_dirty = False  # it is what is on disk already
         log.warning(
             "config store unreachable: serving revision %d from the local snapshot %s", rev, path
         )
@@ -147,22 +192,26 @@ class Mirror:
         delay = BACKOFF_MIN
         while True:
             try:
-                if self.from_disk or not self.connected:
-                    # Back after an outage (or started from disk): catch up in one step.
+                if self.from_disk or not self.connected or self.state.store_behind is not None:
+                    # Back after an outage, started from disk, or the store was behind us.
                     await self._catch_up()
+                store = self._open()
                 # aclosing: a cancelled or failed watch releases its connection at once.
-                async with contextlib.aclosing(self.store.watch(self.rev)) as changes:
+                async with contextlib.aclosing(store.watch(self.rev)) as changes:
                     async for batch in changes:
                         self.apply_batch(batch)
                         delay = BACKOFF_MIN
             except asyncio.CancelledError:
                 raise
             except TrimmedError:
-                log.warning("change history trimmed past revision %d: reloading", self.rev)
+                # Trimmed past us, or the store was reset: _catch_up tells which.
+                log.warning(
+                    "change history trimmed (or reset) past revision %d: resyncing", self.rev
+                )
                 self.connected = False
-                with contextlib.suppress(Exception):
-                    await self._load_snapshot()
                 continue
+            except _StoreBehind:
+                pass  # reported; keep serving, look again after the backoff
             except Exception as exc:
                 self._outage(exc)
             # Full jitter: a fleet that lost its store does not come back in lock-step.
@@ -172,21 +221,27 @@ class Mirror:
     async def _catch_up(self) -> None:
         from minirouter.store.errors import TrimmedError
 
-        if self.from_disk:
-            current = await asyncio.to_thread(self.store.current_rev)
-            if current < self.rev:
-                # The store came back empty or older than what we serve: never apply it
-                # blindly. Keep serving and say so; an operator republishes.
-                self.state.store_behind = (current, self.rev)
+        current = await asyncio.to_thread(lambda: self._open().current_rev())
+        if current < self.rev:
+            # The store came back empty or older than what we serve: never apply it blindly.
+            # Keep serving and say so; an operator republishes.
+            if self.state.store_behind is None:
                 log.error(
                     "the config store is at revision %d, behind the %d this core serves: "
                     "keeping the local config; republish it (minirouter apply) to resync",
                     current,
                     self.rev,
                 )
-                raise _StoreBehind(current)
+            self.state.store_behind = (current, self.rev)
+            self._reachable()
+            raise _StoreBehind(current)
+        if self.state.store_behind is not None:
+            # It was behind us and has moved past: its history is not the one we applied
+            # (reset, then republished), so only a whole snapshot is trustworthy.
+            await self._load_snapshot()
+            return
         try:
-            batch = await asyncio.to_thread(self.store.changes_since, self.rev)
+            batch = await asyncio.to_thread(lambda: self._open().changes_since(self.rev))
         except TrimmedError:
             await self._load_snapshot()
             return
@@ -199,28 +254,36 @@ class Mirror:
         """Apply complete revisions of changes; skip (and report) items that fail validation."""
         changed = False
         last = self.rev
+        previous: dict[tuple[str, str], Any] = {}  # (kind, id) -> item before this batch
         for rec in batch:
             if rec.rev <= self.rev:
                 continue  # already applied (a resumed watch may repeat the edge)
+            # Counted as applied even if every item in it is skipped below.
+            last = max(last, rec.rev)
             key = f"{rec.kind}/{rec.id}"
             if rec.kind not in self.items:
                 continue
+            slot = (rec.kind, rec.id)
             if rec.op == "delete":
+                previous.setdefault(slot, self.items[rec.kind].get(rec.id))
                 changed |= self.items[rec.kind].pop(rec.id, None) is not None
+                self._raw.pop(slot, None)
                 self.invalid.pop(key, None)
-            else:
-                try:
-                    item = from_dict(rec.kind, rec.after)
-                except ValidationError as exc:
-                    self._report_invalid({key: str(exc)})
-                    continue
-                if item.id != rec.id:
-                    self._report_invalid({key: f"the stored item has id {item.id!r}"})
-                    continue
-                self.items[rec.kind][rec.id] = item
-                self.invalid.pop(key, None)
-                changed = True
-            last = max(last, rec.rev)
+                continue
+            try:
+                item = from_dict(rec.kind, rec.after)
+            except ValidationError as exc:
+                self._report_invalid({key: str(exc)})
+                continue
+            if item.id != rec.id:
+                self._report_invalid({key: f"the stored item has id {item.id!r}"})
+                continue
+            previous.setdefault(slot, self.items[rec.kind].get(rec.id))
+            self.items[rec.kind][rec.id] = item
+            self._raw[slot] = rec.after
+            self.invalid.pop(key, None)
+            changed = True
+        changed |= self._check_references(previous)
         if last > self.rev:
             self.rev = last
             if changed:
@@ -230,10 +293,31 @@ class Mirror:
                 self.state.metrics.set_revision(last)
         self._back(None)
 
+    def _check_references(self, previous: dict[tuple[str, str], Any]) -> bool:
+        """Undo puts of routes/listeners naming a missing upstream (written behind our back)."""
+        upstreams = self.items["upstreams"]
+        undone = False
+        for (kind, item_id), before in previous.items():
+            if kind not in _REFERENCING:
+                continue
+            item = self.items[kind].get(item_id)
+            target = getattr(item, "upstream", None)
+            if item is None or target is None or target in upstreams:
+                continue
+            self._report_invalid({f"{kind}/{item_id}": f"upstream {target!r} does not exist"})
+            self._raw.pop((kind, item_id), None)
+            if before is None:
+                del self.items[kind][item_id]
+            else:
+                self.items[kind][item_id] = before
+            undone = True
+        return undone
+
     def _swap(self) -> None:
         config = _config_of(self.items)
         if self.state.apply(config, revision=self.rev):
             self._snapshot_dirty = True
+            self._last_change = time.monotonic()
 
     def _report_invalid(self, invalid: Mapping[str, str]) -> None:
         for key, message in invalid.items():
@@ -251,14 +335,17 @@ class Mirror:
         self.connected = False
         self.state.metrics.store_up(False)
 
-    def _back(self, _exc: None) -> None:
+    def _reachable(self) -> None:
         if not self.connected:
             if self.outage_since is not None:
                 log.info("config store reachable again; at revision %d", self.rev)
             self.connected = True
             self.outage_since = None
-            self.state.store_behind = None
             self.state.metrics.store_up(True)
+
+    def _back(self, _exc: None) -> None:
+        self._reachable()
+        self.state.store_behind = None
 
     # -- reporting back ------------------------------------------------------------
 
@@ -277,8 +364,12 @@ class Mirror:
                 "host": socket.gethostname(),
                 "seen": time.time(),
             }
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.store.heartbeat, self.node, info, HEARTBEAT_TTL)
+            store = self.store
+            if store is not None:
+                try:
+                    await asyncio.to_thread(store.heartbeat, self.node, info, HEARTBEAT_TTL)
+                except Exception as exc:
+                    log.debug("heartbeat not written: %s", exc)  # the follower reports outages
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     async def _publish_stats(self) -> None:
@@ -291,16 +382,24 @@ class Mirror:
             if counters:
                 # Best effort and off the loop: a slow or absent store never blocks requests,
                 # and a second that cannot be published is dropped.
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(
-                        self.store.publish_stats, self.node, second, counters, STATS_TTL
-                    )
+                store = self.store
+                if store is not None:
+                    try:
+                        await asyncio.to_thread(
+                            store.publish_stats, self.node, second, counters, STATS_TTL
+                        )
+                    except Exception as exc:
+                        log.debug("stats for %d not published: %s", second, exc)
 
     async def _save_snapshots(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if self._snapshot_dirty and self.snapshot_path is not None:
+            now = time.monotonic()
+            # Once changes pause for a second, or every 10 s during a burst of them.
+            settled = now - self._last_change >= 1.0 or now - self._last_write >= 10.0
+            if self._snapshot_dirty and settled and self.snapshot_path is not None:
                 self._snapshot_dirty = False
+                self._last_write = now
                 try:
                     await asyncio.to_thread(self._write_disk)
                 except OSError as exc:
@@ -310,7 +409,16 @@ class Mirror:
         path = self.snapshot_path
         if path is None:
             return
-        data = {"rev": self.rev, "config": config_to_dict(_config_of(self.items))}
+        raw = self._raw
+        config: dict[str, list[Any]] = {}
+        for kind in KINDS:
+            out = config[kind] = []
+            for item_id, item in list(self.items[kind].items()):
+                value = raw.get((kind, item_id))
+                if value is None:
+                    value = raw[(kind, item_id)] = to_dict(item)
+                out.append(value)
+        data = {"rev": self.rev, "config": config}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:

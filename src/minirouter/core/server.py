@@ -94,7 +94,7 @@ async def serve(settings: CoreSettings) -> None:
             srv.close()
         if mirror is not None:
             await mirror.stop()
-            mirror.store.close()
+            mirror.close()
         state.stop_health()
         if state.access_log is not None:
             state.access_log.close()
@@ -106,20 +106,15 @@ async def _start_mirror(state: RouterState, settings: CoreSettings) -> Mirror:
     from minirouter.core.mirror import Mirror
     from minirouter.core.mirror import StartupError as MirrorStartupError
     from minirouter.core.stats import StatsWindow
-    from minirouter.store import open_store
 
     assert settings.store_url is not None
-    try:
-        store = open_store(settings.store_url)
-    except ValueError as exc:
-        raise StartupError(str(exc)) from exc
-    mirror = Mirror(state, store, settings.snapshot_path)
+    mirror = Mirror(state, settings.store_url, settings.snapshot_path)
     state.mirror = mirror
     state.stats = StatsWindow()
     try:
         await mirror.start()
     except MirrorStartupError as exc:
-        store.close()
+        mirror.close()
         raise StartupError(f"cannot start: {exc}") from exc
     return mirror
 
