@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 EXT    := src/minirouter/_fastpath$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 # Debian packages the tests and benchmarks drive for real.
-APT_PKGS := wrk nginx-light redis-server
+APT_PKGS := wrk nginx-light redis-server chromium
 PYTEST_ARGS ?=
 
 .PHONY: run test bench lint build system-deps clean

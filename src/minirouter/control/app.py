@@ -114,6 +114,7 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> Flask:
     ownership of it: `close_app` leaves it open).
     """
     from .api import api  # the blueprint imports control_state from here
+    from .gui import gui  # the browser GUI (same reason)
 
     app = Flask("minirouter.control")
     app.config.update(
@@ -139,6 +140,7 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> Flask:
         atexit.register(store.close)
     errors.register(app)
     app.register_blueprint(api)
+    app.register_blueprint(gui)
     return app
 
 

@@ -3,13 +3,16 @@
 Views raise `ApiError` (or let a store or model error through); the handlers registered by
 `register` turn each into its status. Werkzeug's own HTTP errors (404 for an unknown path, 405,
 413 for an oversized body) get the same shape.
+
+Outside ``/api/`` (the browser GUI) the same errors are HTML pages instead, made by
+`gui.error_page` (a 401 there is a redirect to the login page).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from minirouter.model import ValidationError
@@ -35,13 +38,21 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+def _is_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
 def error_response(
     status: int,
     message: str,
     fields: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """The JSON error answer."""
+    """The error answer: JSON under ``/api/``, the GUI's HTML page elsewhere."""
+    if has_request_context() and not _is_api(request.path):
+        from .gui import error_page  # imported late: the GUI imports this module
+
+        return error_page(status, message, fields, headers)
     response = jsonify({"error": message, "fields": dict(fields or {})})
     response.status_code = status
     response.headers.update(dict(headers or {}))
