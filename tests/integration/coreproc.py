@@ -118,6 +118,27 @@ class CoreProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "minirouter.yaml"
         self.write_config(config, atomic=False)
+        self._spawn(
+            ["--config", str(self.config_path)],
+            args,
+            admin=admin,
+            workers=workers,
+            listen_port=listen_port,
+            env=env,
+        )
+
+    def _spawn(
+        self,
+        source: Sequence[str],
+        args: Sequence[str],
+        *,
+        admin: bool,
+        workers: int | None,
+        listen_port: int | None,
+        env: dict[str, str] | None,
+    ) -> None:
+        """Start the core with `source` (`--config FILE` or `--store URL ...`) and `args`."""
+        workdir = self.workdir
         self.port = listen_port or free_port()
         self.workers = workers or 1
         self.admin_port: int | None = None
@@ -128,8 +149,7 @@ class CoreProcess:
         cmd = [
             *core_command(),
             "core",
-            "--config",
-            str(self.config_path),
+            *source,
             "--listen",
             f"127.0.0.1:{self.port}",
         ]

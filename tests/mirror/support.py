@@ -27,9 +27,8 @@ from typing import Any
 import redis
 from websockets.sync.client import ClientConnection, connect
 
-from integration.coreproc import CoreProcess, core_command, metric_sum, poll
+from integration.coreproc import CoreProcess, metric_sum, poll
 from integration.httpclient import RawConnection, raw_request_bytes
-from integration.upstreams import free_port
 from minirouter.model import from_dict
 from minirouter.store import Change, Store, open_store
 
@@ -167,11 +166,7 @@ class RedisProcess:
 
 
 class StoreCore(CoreProcess):
-    """`minirouter core --store URL --snapshot PATH`, with CoreProcess's admin and stop helpers.
-
-    CoreProcess.__init__ always passes `--config`, which `--store` excludes: this one builds
-    its own command and sets the same attributes, so every other method is CoreProcess's.
-    """
+    """`minirouter core --store URL --snapshot PATH`, with CoreProcess's admin and stop helpers."""
 
     def __init__(
         self,
@@ -190,40 +185,15 @@ class StoreCore(CoreProcess):
         self.config_path = workdir / "not-used.yaml"
         self.store_url = store_url
         self.snapshot_path = snapshot or workdir / "snapshot.json"
-        self.port = listen_port or free_port()
-        self.workers = workers or 1
-        self.admin_port = self._free_port_run(self.workers) if admin else None
-        self.stdout_path = workdir / "core.stdout"
-        self.stderr_path = workdir / "core.stderr"
-        cmd = [
-            *core_command(),
-            "core",
-            *("--store", store_url, "--snapshot", str(self.snapshot_path)),
-            *("--listen", f"127.0.0.1:{self.port}", "--access-log", "off"),
-        ]
-        if self.admin_port is not None:
-            cmd += ["--admin", f"127.0.0.1:{self.admin_port}"]
-        if workers is not None:
-            cmd += ["--workers", str(workers)]
-        cmd += list(args)
-        self.cmd = cmd
-        full_env = dict(os.environ)
-        full_env["PYTHONUNBUFFERED"] = "1"
-        full_env["XDG_STATE_HOME"] = str(workdir / "state")  # never the user's own state dir
-        full_env.update(env or {})
-        self._stdout = open(self.stdout_path, "wb")  # noqa: SIM115 - closed in stop()
-        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self._stdout,
-            stderr=self._stderr,
-            stdin=subprocess.DEVNULL,
-            env=full_env,
-            cwd=workdir,
-            start_new_session=True,
+        self._spawn(
+            ["--store", store_url, "--snapshot", str(self.snapshot_path)],
+            ["--access-log", "off", *args],
+            admin=admin,
+            workers=workers,
+            listen_port=listen_port,
+            # Never the user's own state dir.
+            env={"XDG_STATE_HOME": str(workdir / "state"), **(env or {})},
         )
-        self._known_pids: set[int] = {self.proc.pid}
-        self.stopped = False
 
     def store_health(self, worker: int = 0) -> dict[str, Any]:
         store = self.healthz(worker)["store"]

@@ -161,7 +161,7 @@ class Mirror:
         self._swap()
         self.from_disk = False
         self.state.store_behind = None
-        self._back(None)
+        self._back()
 
     def _load_disk(self) -> bool:
         path = self.snapshot_path
@@ -248,7 +248,7 @@ class Mirror:
         if batch:
             self.apply_batch(batch)
         self.from_disk = False
-        self._back(None)
+        self._back()
 
     def apply_batch(self, batch: list[ChangeRecord]) -> None:
         """Apply complete revisions of changes; skip (and report) items that fail validation."""
@@ -291,7 +291,7 @@ class Mirror:
             else:
                 self.state.revision = last
                 self.state.metrics.set_revision(last)
-        self._back(None)
+        self._back()
 
     def _check_references(self, previous: dict[tuple[str, str], Any]) -> bool:
         """Undo puts of routes/listeners naming a missing upstream (written behind our back)."""
@@ -343,7 +343,7 @@ class Mirror:
             self.outage_since = None
             self.state.metrics.store_up(True)
 
-    def _back(self, _exc: None) -> None:
+    def _back(self) -> None:
         self._reachable()
         self.state.store_behind = None
 

@@ -421,7 +421,6 @@ class RequestCycle:
         "tried",
         "tunnel_buffer",
         "tunnel_client_eof",
-        "tunnel_upstream_eof",
         "tunnelling",
         "upgrade",
         "upstream_addr",
@@ -502,7 +501,6 @@ class RequestCycle:
         self.out: list[bytes] = []  # response bytes of the current upstream read
         self.tunnel_buffer: list[bytes] = []
         self.tunnel_client_eof = False
-        self.tunnel_upstream_eof = False
         self.tunnelling = False
         self.finished = False
         self.route_id = ""
@@ -1068,8 +1066,8 @@ class RequestCycle:
         self.tunnel_client_eof = True
         if self.tunnelling:
             self._tunnel_eof_to_upstream()
-            return True
-        # No tunnel yet and the client is done sending: keep the connection for the answer.
+        # Half-close: before the 101, the client still waits for the answer; after it, the
+        # upstream still may send. Either way the connection stays open for reading our side.
         return True
 
     def _tunnel_eof_to_upstream(self) -> None:
