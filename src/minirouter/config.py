@@ -68,6 +68,7 @@ class CoreSettings:
     store_url: str | None = None  # follow a config store instead of a file
     snapshot_path: Path | None = None  # the local copy of the last applied store config
     listen: list[tuple[str, int]] = field(default_factory=lambda: [("127.0.0.1", 8080)])
+    listen_tls: list[tuple[str, int]] = field(default_factory=list)  # HTTPS, certificates by SNI
     admin: tuple[str, int] | None = None
     workers: int = 1
     access_log: str = "text"  # text | json | off

@@ -65,6 +65,12 @@ def _default_snapshot(listen: list[tuple[str, int]]) -> Path:
     callback=_address,
     help="HOST:PORT to serve HTTP on (repeatable).",
 )
+@click.option(
+    "--listen-tls",
+    multiple=True,
+    callback=_address,
+    help="HOST:PORT to serve HTTPS on (repeatable); certificates come from the config by SNI.",
+)
 @click.option("--admin", callback=_address, help="HOST:PORT for /healthz and /metrics.")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option(
@@ -93,6 +99,7 @@ def core(
     store_url: str | None,
     snapshot_path: Path | None,
     listen: list[tuple[str, int]],
+    listen_tls: list[tuple[str, int]],
     admin: tuple[str, int] | None,
     workers: int,
     access_log: str,
@@ -125,6 +132,7 @@ def core(
         store_url=store_url,
         snapshot_path=snapshot_path,
         listen=list(listen),
+        listen_tls=list(listen_tls),
         admin=admin,
         workers=workers,
         access_log=access_log,

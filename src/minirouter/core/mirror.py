@@ -354,6 +354,7 @@ class Mirror:
         started = self.state.started
         listen = ",".join(f"{h}:{p}" for h, p in settings.listen)
         while True:
+            now = time.monotonic()
             info: dict[str, str | int | float] = {
                 "rev": self.rev,
                 "version": __version__,
@@ -363,6 +364,15 @@ class Mirror:
                 "worker": settings.worker_index,
                 "host": socket.gethostname(),
                 "seen": time.time(),
+                # Per-target health as this worker sees it (passive ejection + active checks),
+                # for the GUI: JSON {upstream id: {"host:port": true|false}}.
+                "health": json.dumps(
+                    {
+                        uid: {t.address: t.available(now) for t in bal.targets}
+                        for uid, bal in self.state.balancers.items()
+                    },
+                    separators=(",", ":"),
+                ),
             }
             store = self.store
             if store is not None:

@@ -81,6 +81,9 @@ class ClientProtocol(asyncio.Protocol):
         self.gate: ReadGate | None = None
         self.client_ip = ""
         self.client_ip_b = b""
+        # On a TLS listener: the SNI name the handshake validated (normalised); a request
+        # whose Host names another site is refused with 421 (RFC 9110 section 15.5.20).
+        self.sni: str | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[RequestCycle] = deque()  # [0] is the one responding
         self.parsing: RequestCycle | None = None  # the request whose bytes are being parsed
@@ -114,6 +117,9 @@ class ClientProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
         self.client_ip_b = self.client_ip.encode("ascii", "replace")
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.server_hostname:
+            self.sni = fastpath.normalize_host(ssl_object.server_hostname)
         transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
         self.state.connections.add(self)
         self.state.metrics.connection_opened()
@@ -563,6 +569,11 @@ class RequestCycle:
                 self.host_b = host_b if parsed.port is None else b"%s:%d" % (host_b, parsed.port)
         path = raw_path.decode("latin-1")
         host = self.host_b.decode("latin-1")
+        if proto.sni is not None and fastpath.normalize_host(host) != proto.sni:
+            self.respond_own(
+                responses.error(421, close=self.body_pending()), 421, self.body_pending()
+            )
+            return
         table = self.state.table
         headers_map = self._headers_map() if table.uses_headers else None
         match = table.match(host, path, self.method, headers_map)

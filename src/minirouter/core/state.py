@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,8 @@ class RouterState:
         self.stats: StatsWindow | None = None
         self.mirror: Mirror | None = None
         self.store_behind: tuple[int, int] | None = None
+        # Called with each config that was swapped in (TLS certificates, L4 listeners).
+        self.observers: list[Callable[[Config], None]] = []
 
     # -- config ------------------------------------------------------------
 
@@ -122,6 +125,8 @@ class RouterState:
             for target in bal.targets:
                 self.metrics.set_target_up(uid, target.address, target.healthy)
         self._restart_health()
+        for observer in self.observers:
+            observer(config)
         log.info(
             "config revision %d: %d routes, %d upstreams", self.revision, len(table), len(balancers)
         )

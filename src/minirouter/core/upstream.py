@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
+from minirouter.core import tls
+
 if TYPE_CHECKING:
     from minirouter.core.balancer import TargetState
     from minirouter.model import Upstream
@@ -326,8 +328,17 @@ async def open_connection(
     loop: asyncio.AbstractEventLoop, target: TargetState, spec: Upstream
 ) -> UpstreamConnection:
     """A new connection to `target`; raises OSError or TimeoutError."""
-    _, conn = await asyncio.wait_for(
-        loop.create_connection(lambda: UpstreamConnection(target, loop), target.host, target.port),
-        timeout=spec.timeouts.connect,
-    )
+    if spec.tls:
+        connecting = loop.create_connection(
+            lambda: UpstreamConnection(target, loop),
+            target.host,
+            target.port,
+            ssl=tls.upstream_context(spec),
+            server_hostname=tls.upstream_server_name(spec, target.host),
+        )
+    else:
+        connecting = loop.create_connection(
+            lambda: UpstreamConnection(target, loop), target.host, target.port
+        )
+    _, conn = await asyncio.wait_for(connecting, timeout=spec.timeouts.connect)
     return conn
