@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from control import pem_material
 from minirouter.cli import _common
 
 from .conftest import BASIC, Cli, shape
 
 Write = Callable[..., Path]
 
-PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIBxTCCAW\n-----END CERTIFICATE-----\n"
-PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMB\n-----END PRIVATE KEY-----\n"
+# Real material: the model checks that a certificate parses and that its key matches.
+PEM_CERT = pem_material.CERT
+PEM_KEY = pem_material.KEY
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from control import pem_material
 from minirouter.model import config_from_dict
 
 from .conftest import Cli
@@ -56,11 +57,11 @@ header_names = st.from_regex(r"X-[A-Za-z0-9]{1,8}", fullmatch=True)
 seconds = st.one_of(
     st.integers(1, 600), st.floats(0.001, 600, allow_nan=False).map(lambda f: round(f, 3))
 )
-pem_lines = st.lists(
-    st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123456789+/=", min_size=1, max_size=40),
-    min_size=1,
-    max_size=3,
-)
+PEM_PAIRS = [
+    (pem_material.CERT, pem_material.KEY),
+    (pem_material.OTHER_CERT, pem_material.OTHER_KEY),
+]
+PEM_NAMES = ["example.com", "*.example.com", "example.org", "gui.test", "www.gui.test"]
 
 
 def _unique(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -147,22 +148,15 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
             )
         )
         config["listeners"] = _unique(listeners)
+    # Certificates must be real (the model parses them, checks the key and the names): one of
+    # two throwaway pairs, with names their SAN covers.
     certs = draw(
         st.lists(
             st.builds(
-                lambda i, names, body: {
-                    "id": i,
-                    "names": names,
-                    "cert": "-----BEGIN CERTIFICATE-----\n"
-                    + "\n".join(body)
-                    + "\n-----END CERTIFICATE-----\n",
-                    "key": "-----BEGIN PRIVATE KEY-----\n"
-                    + "\n".join(body)
-                    + "\n-----END PRIVATE KEY-----",
-                },
+                lambda i, names, pair: {"id": i, "names": names, "cert": pair[0], "key": pair[1]},
                 ids,
-                st.lists(hosts, min_size=1, max_size=2, unique=True),
-                pem_lines,
+                st.lists(st.sampled_from(PEM_NAMES), min_size=1, max_size=2, unique=True),
+                st.sampled_from(PEM_PAIRS),
             ),
             max_size=2,
         )

@@ -26,14 +26,15 @@ from minirouter.store import Store
 # The store suite's redis-server fixture (one server for the session, FLUSHALL per test).
 from store.conftest import Server, free_port, redis_server
 
+from .pem_material import CERT, KEY
+
 PREFIX = "/api/v1"
 ROLES = ("viewer", "editor", "admin")
 
 UPSTREAM = {"id": "api", "targets": ["127.0.0.1:9001"]}
 ROUTE = {"id": "r1", "path": "/v1/", "upstream": "api"}
-PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
-CERTIFICATE = {"id": "example", "names": ["example.com"], "cert": PEM_CERT, "key": PEM_KEY}
+# A real pair: the model checks the certificate, that the key matches it and covers the names.
+CERTIFICATE = {"id": "example", "names": ["example.com"], "cert": CERT, "key": KEY}
 LISTENER = {"id": "pg", "listen": "127.0.0.1:15432", "upstream": "api"}
 
 

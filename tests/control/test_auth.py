@@ -43,6 +43,8 @@ ENDPOINTS: list[tuple[str, str, Any, str, int]] = [
     ("POST", "/rollback", {"rev": 1}, "editor", 200),
     ("POST", "/match", {"host": "x", "path": "/v1/"}, "viewer", 200),
     ("GET", "/nodes", None, "viewer", 200),
+    ("GET", "/health", None, "viewer", 200),
+    ("GET", "/upstreams/api/health", None, "viewer", 200),
     ("GET", "/stats", None, "viewer", 200),
     ("GET", "/users", None, "admin", 200),
     (
@@ -76,7 +78,7 @@ UNSAFE = [e for e in ENDPOINTS if e[0] != "GET"]
 def template(method: str, path: str) -> str:
     """The OpenAPI path of a concrete path ("/routes/r1" -> "/routes/{id}")."""
     parts = path.partition("?")[0].split("/")
-    if len(parts) == 3:
+    if len(parts) >= 3:
         parts[2] = "{name}" if parts[1] in ("users", "tokens") else "{id}"
     return "/".join(parts)
 

@@ -170,6 +170,9 @@ def test_history_pages(api: Api) -> None:
     assert [r["rev"] for r in last["revisions"]] == [1] and last["next_before"] is None
     assert_error(api.get("/history?limit=0"), 400, "limit")
     assert_error(api.get("/history?before=x"), 400, "before")
+    # Beyond what the stores hold (SQLite's 64-bit INTEGER): refused, not a server error.
+    assert_error(api.get(f"/history?before={2**63}"), 400, "before")
+    assert api.get(f"/history?before={2**63 - 1}").json["revisions"][0]["rev"] == 3
 
 
 def test_rollback(api: Api) -> None:

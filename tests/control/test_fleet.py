@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from minirouter.fastpath import RouteTable
@@ -96,10 +97,76 @@ def test_nodes(api: Api) -> None:
                 "seen": 1234.5,
                 "current": True,
                 "last_seen": 1234.5,
+                "health": None,
             },
-            {"node": "core-b", "rev": rev - 1, "pid": 11, "current": False, "last_seen": None},
+            {
+                "node": "core-b",
+                "rev": rev - 1,
+                "pid": 11,
+                "current": False,
+                "last_seen": None,
+                "health": None,
+            },
         ],
     }
+
+
+def test_target_health_over_the_cores(api: Api) -> None:
+    """Heartbeats with per-target health, written through the real store, read back parsed
+    (GET /nodes) and aggregated per target (GET /health, GET /upstreams/{id}/health)."""
+    rev = api.seed()  # upstream api: 127.0.0.1:9001
+    both = {**UPSTREAM, "targets": ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]}
+    assert api.put("/upstreams/api", both).status_code == 200
+    assert api.post("/upstreams", {"id": "quiet", "targets": ["127.0.0.1:9100"]}).status_code == 201
+    store = api.store
+    for node, second in (("core-a", True), ("core-b", False)):
+        health = {"api": {"127.0.0.1:9001": True, "127.0.0.1:9002": second}, "gone": {"x:1": False}}
+        store.heartbeat(node, {"rev": rev, "health": json.dumps(health)}, ttl=30)
+    store.heartbeat("core-c", {"rev": rev, "health": "not json"}, ttl=30)
+
+    nodes = {n["node"]: n for n in api.get("/nodes", as_="viewer").json["nodes"]}
+    assert nodes["core-b"]["health"] == {
+        "api": {"127.0.0.1:9001": True, "127.0.0.1:9002": False},
+        "gone": {"x:1": False},
+    }
+    assert nodes["core-c"]["health"] is None
+
+    one = api.get("/upstreams/api/health", as_="viewer")
+    assert one.status_code == 200, one.json
+    body = one.json
+    assert body["upstream"] == "api" and body["cores"] == 3
+    assert body["rev"] == store.current_rev()
+    by_address = {t["address"]: t for t in body["targets"]}
+    assert list(by_address) == ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
+    assert by_address["127.0.0.1:9001"] == {
+        "address": "127.0.0.1:9001",
+        "state": "up",
+        "up": 2,
+        "down": 0,
+        "cores": 3,
+        "down_on": [],
+        "text": "up on 2/3 cores",
+    }
+    partial = by_address["127.0.0.1:9002"]
+    assert (partial["state"], partial["down_on"]) == ("partial", ["core-b"])
+    assert partial["text"] == "down on 1/3 cores (core-b)"
+    assert by_address["127.0.0.1:9003"]["state"] == "unknown"
+    assert by_address["127.0.0.1:9003"]["text"] == "no data"
+
+    fleet = api.get("/health", as_="viewer").json
+    assert fleet["cores"] == 3 and set(fleet["upstreams"]) == {"api", "quiet"}
+    assert fleet["upstreams"]["api"] == body["targets"]
+    assert fleet["upstreams"]["quiet"][0]["state"] == "unknown"
+
+    # Down on every core that reports it.
+    store.heartbeat(
+        "core-a", {"rev": rev, "health": json.dumps({"quiet": {"127.0.0.1:9100": False}})}, ttl=30
+    )
+    quiet = api.get("/upstreams/quiet/health").json["targets"][0]
+    assert (quiet["state"], quiet["text"]) == ("down", "down on 1/3 cores (core-a)")
+
+    assert_error(api.get("/upstreams/nope/health"), 404)
+    assert_error(api.get("/health", as_=None), 401)
 
 
 def test_stats(api: Api) -> None:
@@ -130,3 +197,6 @@ def test_stats(api: Api) -> None:
     assert older["routes"]["api"][0] == {"second": now - 500, "requests": 99}
     assert_error(api.get("/stats?since=yesterday"), 400, "since")
     assert_error(api.get("/stats?since=-5"), 400, "since")
+    # Beyond what the stores hold (SQLite's 64-bit INTEGER): refused, not a server error.
+    assert_error(api.get(f"/stats?since={2**63}"), 400, "since")
+    assert api.get(f"/stats?since={2**63 - 1}").json["routes"] == {}

@@ -239,6 +239,25 @@ def test_certificate_keys_are_hidden_from_viewers(api: Api) -> None:
     assert api.get("/certificates/example", as_="editor").json["key"] == CERTIFICATE["key"]
 
 
+def test_certificate_replaced_without_its_key_keeps_it(api: Api) -> None:
+    """The GUI never sends a stored key back: a PUT that leaves ``key`` out keeps it."""
+    assert api.post("/certificates", CERTIFICATE).status_code == 201
+    rev = api.store.current_rev()
+    changed = {"names": ["example.org"], "cert": CERTIFICATE["cert"]}
+    response = api.put("/certificates/example", changed, headers={"If-Match": f'"{rev}"'})
+    assert response.status_code == 200, response.json
+    assert response.json == {**CERTIFICATE, "names": ["example.org"]}
+    stored = api.store.snapshot().config.certificates[0]
+    assert (stored.names, stored.key) == (("example.org",), CERTIFICATE["key"])
+    # A new certificate has no stored key to keep: 422 on the key, nothing stored.
+    rev = api.store.current_rev()
+    assert_error(api.put("/certificates/other", changed), 422, "key")
+    assert_error(api.post("/certificates", {**changed, "id": "other"}), 422, "key")
+    # A stale If-Match is still refused first.
+    assert_error(api.put("/certificates/example", changed, headers={"If-Match": '"1"'}), 412)
+    assert api.store.current_rev() == rev
+
+
 def test_invalid_stored_items_are_reported(api: Api, target: StoreTarget) -> None:
     """A value written behind minirouter's back: listed as invalid, 404 to read, deletable."""
     api.seed()

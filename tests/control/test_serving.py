@@ -94,6 +94,8 @@ def test_store_down_is_503(down_app: Flask) -> None:
         ("POST", "/apply"),
         ("GET", "/users"),
         ("GET", "/nodes"),
+        ("GET", "/health"),
+        ("GET", "/upstreams/api/health"),
     ):
         response = client.open(PREFIX + path, method=method, headers=auth, json={})
         assert_error(response, 503)

@@ -364,6 +364,9 @@ def test_pages_fit_a_phone(phone: Gui) -> None:
         ("/routes", "routes"),
         ("/routes/+new", "route-form"),
         ("/upstreams", "upstreams"),
+        ("/listeners", "listeners"),
+        ("/certificates", "certificates"),
+        ("/certificates/+new", "certificate-form"),
         ("/history", "history"),
         ("/match", "match"),
     ):

@@ -3,6 +3,7 @@ outside /api/ and JSON inside, security headers, roles, redaction, and the histo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -11,9 +12,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from control import pem_material
 from minirouter.control import ControlSettings, accounts, create_app
 from minirouter.control.app import ControlState, close_app
 from minirouter.control.gui import field_diff
+from minirouter.control.pem import certificate_expiry
 
 PAGES = (
     "/",
@@ -21,13 +24,16 @@ PAGES = (
     "/routes/+new",
     "/upstreams",
     "/upstreams/+new",
+    "/listeners",
+    "/listeners/+new",
+    "/certificates",
+    "/certificates/+new",
     "/history",
     "/match",
     "/users",
     "/tokens",
 )
-PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-PEM_KEY = "-----BEGIN PRIVATE KEY-----\nSECRETKEYBYTES\n-----END PRIVATE KEY-----\n"
+NOT_A_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 @pytest.fixture
@@ -80,8 +86,10 @@ def test_errors_are_html_for_pages_and_json_for_the_api(app: Flask) -> None:
     # Without a session the API still answers 401 JSON (no redirect to a login page).
     anonymous = app.test_client().get("/api/v1/routes")
     assert anonymous.status_code == 401 and anonymous.mimetype == "application/json"
-    bad = client.get("/history?before=x")
-    assert bad.status_code == 400 and bad.mimetype == "text/html"
+    for before in ("x", "0", "٣", str(2**63)):  # "٣" is a digit, but not an ASCII one
+        bad = client.get(f"/history?before={before}")
+        assert bad.status_code == 400 and bad.mimetype == "text/html", before
+    assert client.get(f"/history?before={2**63 - 1}").status_code == 200
 
 
 def test_pages_carry_security_headers_and_the_csrf_token(app: Flask) -> None:
@@ -165,16 +173,30 @@ def test_an_item_may_be_called_new(app: Flask) -> None:
     assert "<title>New upstream · minirouter</title>" in form
 
 
-def test_history_hides_certificate_keys_from_viewers(app: Flask) -> None:
+def test_history_never_shows_certificate_keys(app: Flask) -> None:
     admin, csrf = login(app, "admin")
-    certificate = {"id": "example", "names": ["example.com"], "cert": PEM_CERT, "key": PEM_KEY}
-    response = admin.post("/api/v1/certificates", json=certificate, headers={"X-CSRF-Token": csrf})
-    assert response.status_code == 201
-    viewer, _ = login(app, "viewer")
-    seen_by_viewer = viewer.get("/history").get_data(as_text=True)
-    assert "SECRETKEYBYTES" not in seen_by_viewer and "&lt;redacted&gt;" in seen_by_viewer
+    headers = {"X-CSRF-Token": csrf}
+    certificate = {
+        "id": "example",
+        "names": ["example.com"],
+        "cert": pem_material.CERT,
+        "key": pem_material.KEY,
+    }
+    response = admin.post("/api/v1/certificates", json=certificate, headers=headers)
+    assert response.status_code == 201, response.json
+    replaced = {**certificate, "cert": pem_material.OTHER_CERT, "key": pem_material.OTHER_KEY}
+    response = admin.put("/api/v1/certificates/example", json=replaced, headers=headers)
+    assert response.status_code == 200, response.json
+    secrets = [pem.splitlines()[2] for pem in (pem_material.KEY, pem_material.OTHER_KEY)]
+    for who in ("viewer", "editor", "admin"):
+        client, _ = login(app, who)
+        page_html = client.get("/history").get_data(as_text=True)
+        assert not [line for line in secrets if line in page_html], who
+        # A fingerprint in its place: the update shows the key changed, without showing it.
+        assert page_html.count("(private key, hidden; sha256 ") == 3, who
+    # The API still gives editors the key (export / apply round trips need it).
     editor, _ = login(app, "editor")
-    assert "SECRETKEYBYTES" in editor.get("/history").get_data(as_text=True)
+    assert secrets[1] in editor.get("/api/v1/certificates/example").get_data(as_text=True)
 
 
 def test_field_diff_lists_what_changed_field_by_field() -> None:
@@ -200,3 +222,83 @@ def test_field_diff_lists_what_changed_field_by_field() -> None:
     ]
     assert [row["change"] for row in field_diff({"id": "r1"}, None)] == ["removed"]
     assert field_diff({"id": "r1"}, {"id": "r1"}) == []
+
+
+def test_certificate_expiry_is_read_from_the_pem() -> None:
+    assert certificate_expiry(pem_material.CERT) == pem_material.NOT_AFTER
+    assert certificate_expiry("junk\n" + pem_material.CERT) == pem_material.NOT_AFTER
+    for unreadable in (
+        NOT_A_CERT,
+        "",
+        "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----",
+    ):
+        assert certificate_expiry(unreadable) is None
+    truncated = pem_material.CERT.replace(pem_material.CERT.splitlines()[3], "")
+    assert certificate_expiry(truncated) is None
+
+
+def test_certificate_pages_list_expiry_and_never_show_the_key(app: Flask) -> None:
+    admin, csrf = login(app, "admin")
+    headers = {"X-CSRF-Token": csrf}
+    real = {"id": "real", "names": ["gui.test"], "cert": pem_material.CERT, "key": pem_material.KEY}
+    response = admin.post("/api/v1/certificates", json=real, headers=headers)
+    assert response.status_code == 201, response.json
+    key_line = pem_material.KEY.splitlines()[2]
+    for who in ("admin", "editor", "viewer"):
+        client, _ = login(app, who)
+        listing = client.get("/certificates").get_data(as_text=True)
+        assert "<title>Certificates · minirouter</title>" in listing
+        assert "gui.test" in listing
+        assert "2036-11-26 11:15:25 UTC" in listing  # its expiry, read from the PEM
+        item = client.get("/certificates/real").get_data(as_text=True)
+        assert "<title>Certificate real · minirouter</title>" in item
+        assert pem_material.CERT.splitlines()[2] in item  # the certificate itself is public
+        for page_html in (listing, item):
+            assert key_line not in page_html
+            assert "PRIVATE KEY-----\n" not in page_html
+        assert ("Save certificate" in item) is (who != "viewer")
+    viewer, _ = login(app, "viewer")
+    assert viewer.get("/certificates/+new").status_code == 403
+    assert viewer.get("/certificates/nope").status_code == 404
+
+
+def test_listener_pages(app: Flask) -> None:
+    admin, csrf = login(app, "admin")
+    headers = {"X-CSRF-Token": csrf}
+    upstream = {"id": "db", "targets": ["127.0.0.1:5432"]}
+    assert admin.post("/api/v1/upstreams", json=upstream, headers=headers).status_code == 201
+    listener = {"id": "pg", "listen": "127.0.0.1:15432", "upstream": "db"}
+    assert admin.post("/api/v1/listeners", json=listener, headers=headers).status_code == 201
+    listing = admin.get("/listeners?q=15432").get_data(as_text=True)
+    assert "<title>Listeners · minirouter</title>" in listing
+    assert 'data-item="pg"' in listing and "1 of 1 listener" in listing
+    assert 'aria-label="Delete listener pg"' in listing
+    assert 'data-item="pg"' not in admin.get("/listeners?q=nomatch").get_data(as_text=True)
+    form = admin.get("/listeners/pg").get_data(as_text=True)
+    assert "<title>Listener pg · minirouter</title>" in form
+    assert 'value="127.0.0.1:15432"' in form and '<option value="db" selected>' in form
+    viewer, _ = login(app, "viewer")
+    read_only = viewer.get("/listeners/pg").get_data(as_text=True)
+    assert "<fieldset disabled" in read_only and "Save listener" not in read_only
+    assert "Delete listener" not in viewer.get("/listeners").get_data(as_text=True)
+    assert 'href="/listeners"' in read_only and 'href="/certificates"' in read_only
+
+
+def test_upstream_pages_show_each_targets_health(app: Flask) -> None:
+    admin, csrf = login(app, "admin")
+    body = {"id": "web", "targets": ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]}
+    response = admin.post("/api/v1/upstreams", json=body, headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 201
+    state: ControlState = app.extensions["minirouter"]
+    for node, second_up in (("core-a", True), ("core-b", False)):
+        health = {"web": {"127.0.0.1:9001": True, "127.0.0.1:9002": second_up}}
+        state.store.heartbeat(node, {"rev": 1, "health": json.dumps(health)}, ttl=30)
+    for path in ("/upstreams", "/upstreams/web"):
+        html = admin.get(path).get_data(as_text=True)
+        assert "up on 2/2 cores" in html, path
+        assert "down on 1/2 cores (core-b)" in html, path
+        assert "no data" in html, path
+        assert 'class="badge health partial"' in html, path
+    assert 'data-health-url="/api/v1/health"' in admin.get("/upstreams").get_data(as_text=True)
+    item = admin.get("/upstreams/web").get_data(as_text=True)
+    assert 'data-health-url="/api/v1/upstreams/web/health"' in item

@@ -2,7 +2,7 @@
 
 One store per app, opened here and closed by `close_app` (also at interpreter exit); every
 view reaches it through `control_state()`. The API is the `api` blueprint under ``/api/v1``;
-the GUI blueprint (later) goes beside it and uses the same `ControlState`.
+the browser GUI (the `gui` blueprint, at ``/``) goes beside it and uses the same `ControlState`.
 """
 
 from __future__ import annotations

@@ -95,11 +95,17 @@ def flag(name: str) -> bool:
     raise ApiError(400, f"bad query parameter {name}", {name: "expected true or false (1 or 0)"})
 
 
+# The largest integer the stores keep (SQLite's INTEGER is 64-bit): a larger query value would
+# fail in the store, so it is refused here as any other bad parameter.
+MAX_INT_ARG = 2**63 - 1
+
+
 def int_arg(name: str, default: int | None, lo: int, hi: int | None = None) -> int | None:
-    """An integer query parameter in [lo, hi]; 400 for anything else."""
+    """An integer query parameter in [lo, hi] (hi at most MAX_INT_ARG); 400 for anything else."""
     value = request.args.get(name)
     if value is None:
         return default
+    hi = MAX_INT_ARG if hi is None else min(hi, MAX_INT_ARG)
     limit = f" and at most {hi}" if hi is not None else ""
     try:
         number = int(value, 10)

@@ -193,11 +193,22 @@ def replace(kind: str, item_id: str) -> tuple[Response, int]:
         raise ApiError(
             422, "validation failed", {"id": f"differs from the id in the path {item_id!r}"}
         )
-    new = from_dict(kind, body)
+    # A certificate replaced without its key keeps the stored one: the GUI never sends a
+    # private key back to the browser, so its edit form leaves the key out unless it changes.
+    keep_key = kind == "certificates" and "key" not in body
+    made: list[Any] = [] if keep_key else [from_dict(kind, body)]
+
+    def build(snapshot: Snapshot) -> list[Change]:
+        if keep_key:
+            stored = _find(snapshot, kind, item_id)
+            made[:] = [from_dict(kind, {**body, "key": stored.key} if stored else body)]
+        return [Change.put(made[0])]
+
     try:
-        rev, snapshot = _write(lambda _: [Change.put(new)], (kind, item_id))
+        rev, snapshot = _write(build, (kind, item_id))
     except ValidationError as exc:
         raise ApiError(422, "validation failed", _relative(exc, kind, item_id)) from None
+    new = made[0]
     return _item_response(kind, new, rev, 200 if _exists(snapshot, kind, item_id) else 201)
 
 

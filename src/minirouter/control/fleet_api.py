@@ -14,6 +14,7 @@ from .app import control_state
 from .auth import require
 from .bodies import int_arg, read_object, type_name
 from .errors import ApiError
+from .health import fleet_health, parse_health, target_health
 
 bp = Blueprint("fleet", __name__)
 
@@ -87,8 +88,46 @@ def nodes() -> Response:
         node["current"] = rev == current
         seen = node.get("seen")  # the heartbeat's own time, when the core sends it
         node["last_seen"] = seen if isinstance(seen, int | float) else None
+        # The core sends it as JSON text (heartbeat values are flat); parsed here.
+        node["health"] = parse_health(node.get("health"))
         fleet.append(node)
     return jsonify({"rev": current, "nodes": fleet})
+
+
+@bp.get("/health")
+@require("viewer")
+def health() -> Response:
+    """Every upstream's targets with their health, aggregated over the live cores."""
+    state = control_state()
+    snapshot = state.snapshot()
+    nodes = state.store.nodes()
+    return jsonify(
+        {
+            "rev": snapshot.rev,
+            "cores": len(nodes),
+            "upstreams": fleet_health(snapshot.config.upstreams, nodes),
+        }
+    )
+
+
+@bp.get("/upstreams/<item_id>/health")
+@require("viewer")
+def upstream_health(item_id: str) -> Response:
+    """One upstream's targets with their health, aggregated over the live cores."""
+    state = control_state()
+    snapshot = state.snapshot()
+    found = next((u for u in snapshot.config.upstreams if u.id == item_id), None)
+    if found is None:
+        raise ApiError(404, f"upstreams/{item_id} does not exist")
+    nodes = state.store.nodes()
+    return jsonify(
+        {
+            "rev": snapshot.rev,
+            "upstream": item_id,
+            "cores": len(nodes),
+            "targets": target_health(found, nodes),
+        }
+    )
 
 
 def _add(into: dict[str, float], counters: dict[str, float]) -> None:

@@ -17,7 +17,9 @@ outside ``/api/``); a 401 there is a redirect to the login page.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -26,14 +28,26 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, render_template, request, session, url_for
 
-from minirouter.model import BALANCES, PATH_TYPES, REDIRECT_CODES, Route, Upstream, to_dict
+from minirouter.model import (
+    BALANCES,
+    PATH_TYPES,
+    REDIRECT_CODES,
+    Certificate,
+    Listener,
+    Route,
+    Upstream,
+    to_dict,
+)
 from minirouter.store import Snapshot
 
 from .accounts import ROLES, Identity, Role
 from .app import control_state
 from .auth import identify
-from .config_api import matches, shown
+from .bodies import MAX_INT_ARG
+from .config_api import matches
 from .errors import ApiError
+from .health import fleet_health, target_health
+from .pem import certificate_expiry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -73,6 +87,9 @@ ROUTE_FORM_FIELDS = frozenset(
 UPSTREAM_FORM_FIELDS = frozenset(
     {"id", "targets", "balance", "hash_on", "keepalive", "timeouts", "health", "passive"}
 )
+LISTENER_FORM_FIELDS = frozenset({"id", "listen", "upstream", "tls"})
+CERTIFICATE_FORM_FIELDS = frozenset({"id", "names", "cert", "key", "default"})
+EXPIRES_SOON = 30 * 86400  # seconds before expiry from which a certificate is flagged
 
 # Everything on the pages is the page's own: scripts and styles only from /assets, no inline
 # script, no framing (clickjacking on the delete and rollback buttons).
@@ -332,7 +349,8 @@ def routes() -> str:
 @gui.get("/upstreams")
 @page("viewer")
 def upstreams() -> str:
-    """Every upstream with its targets, health checking, and the routes that use it."""
+    """Every upstream with its targets and their live health, health checking, and the routes
+    that use it."""
     snapshot = control_state().snapshot()
     query = request.args.get("q", "").strip()
     used: dict[str, list[str]] = {}
@@ -345,6 +363,7 @@ def upstreams() -> str:
         rev=snapshot.rev,
         upstreams=rows,
         total=len(snapshot.config.upstreams),
+        health=fleet_health(rows, control_state().store.nodes()),
         used=used,
         q=query,
         invalid=_invalid(snapshot, "upstreams"),
@@ -408,6 +427,7 @@ def _upstream_form(snapshot: Snapshot, upstream: Upstream | None) -> str:
         data=data,
         extra=_extra_json(data, UPSTREAM_FORM_FIELDS),
         targets_text=_target_lines(data.get("targets")),
+        targets_health=target_health(upstream, control_state().store.nodes()) if upstream else [],
         used=used,
         balances=BALANCES,
         active="upstreams",
@@ -432,11 +452,146 @@ def upstream(item_id: str) -> str:
     return _upstream_form(snapshot, found)
 
 
+# -- listeners and certificates ----------------------------------------------------------------
+
+
+def _item_list(kind: str, template: str, **extra: Any) -> str:
+    snapshot = control_state().snapshot()
+    query = request.args.get("q", "").strip()
+    every = getattr(snapshot.config, kind)
+    rows = [item for item in every if not query or matches(to_dict(item), query.lower())]
+    return render_template(
+        template,
+        rev=snapshot.rev,
+        items=rows,
+        total=len(every),
+        q=query,
+        invalid=_invalid(snapshot, kind),
+        active=kind,
+        **extra,
+    )
+
+
+@gui.get("/listeners")
+@page("viewer")
+def listeners() -> str:
+    """Every TCP listener (address -> upstream), searchable."""
+    return _item_list("listeners", "gui/listeners.html")
+
+
+def _has_field(cls: type[Any], name: str) -> bool:
+    """Whether the model's item type has field `name` (the form shows an input for it then)."""
+    return any(f.name == name for f in dataclasses.fields(cls))
+
+
+def _listener_form(snapshot: Snapshot, listener: Listener | None) -> str:
+    data = to_dict(listener) if listener is not None else {}
+    return render_template(
+        "gui/listener_form.html",
+        rev=snapshot.rev,
+        listener=listener,
+        data=data,
+        extra=_extra_json(data, LISTENER_FORM_FIELDS),
+        has_tls=_has_field(Listener, "tls"),
+        upstream_ids=[u.id for u in snapshot.config.upstreams],
+        active="listeners",
+    )
+
+
+@gui.get("/listeners/+new")
+@page("editor")
+def new_listener() -> str:
+    """The form for a new listener."""
+    return _listener_form(control_state().snapshot(), None)
+
+
+@gui.get("/listeners/<item_id>")
+@page("viewer")
+def listener(item_id: str) -> str:
+    """One listener: its form (read-only for viewers)."""
+    snapshot = control_state().snapshot()
+    found = _find(snapshot.config.listeners, item_id)
+    if found is None:
+        raise _missing(snapshot, "listeners", item_id)
+    return _listener_form(snapshot, found)
+
+
+def expiry(certificate: Certificate) -> dict[str, Any] | None:
+    """When `certificate` expires, for the templates: ``{"at", "days", "soon", "expired"}``,
+    or None when its PEM cannot be read."""
+    at = certificate_expiry(certificate.cert)
+    if at is None:
+        return None
+    left = at.timestamp() - datetime.now(UTC).timestamp()
+    return {
+        "at": at.timestamp(),
+        "days": int(left // 86400),
+        "soon": 0 <= left < EXPIRES_SOON,
+        "expired": left < 0,
+    }
+
+
+@gui.get("/certificates")
+@page("viewer")
+def certificates() -> str:
+    """Every certificate: id, names, expiry. Never the private key."""
+    return _item_list("certificates", "gui/certificates.html", expiry=expiry)
+
+
+def _certificate_form(snapshot: Snapshot, certificate: Certificate | None) -> str:
+    data = to_dict(certificate) if certificate is not None else {}
+    data.pop("key", None)  # never sent back to the browser, whatever the role
+    return render_template(
+        "gui/certificate_form.html",
+        rev=snapshot.rev,
+        certificate=certificate,
+        data=data,
+        extra=_extra_json(data, CERTIFICATE_FORM_FIELDS),
+        has_default=_has_field(Certificate, "default"),
+        expires=expiry(certificate) if certificate is not None else None,
+        active="certificates",
+    )
+
+
+@gui.get("/certificates/+new")
+@page("editor")
+def new_certificate() -> str:
+    """The form for a new certificate."""
+    return _certificate_form(control_state().snapshot(), None)
+
+
+@gui.get("/certificates/<item_id>")
+@page("viewer")
+def certificate(item_id: str) -> str:
+    """One certificate: its names and PEM; the key field is empty (blank keeps it)."""
+    snapshot = control_state().snapshot()
+    found = _find(snapshot.config.certificates, item_id)
+    if found is None:
+        raise _missing(snapshot, "certificates", item_id)
+    return _certificate_form(snapshot, found)
+
+
+def _hide_key(kind: str, data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An item for the history page: a certificate's private key replaced by a fingerprint.
+
+    The GUI never shows a private key once saved, whatever the role (the API still gives it
+    to editors, for export and apply); the fingerprint still shows whether a change replaced it.
+    """
+    if data is None:
+        return None
+    shown_data = dict(data)
+    key = shown_data.get("key")
+    if kind == "certificates" and isinstance(key, str):
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        shown_data["key"] = f"(private key, hidden; sha256 {digest}…)"
+    return shown_data
+
+
 def _before_arg() -> int | None:
     raw = request.args.get("before", "")
     if not raw:
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_INT_ARG:
         raise ApiError(400, "bad query parameter before: expected a revision number")
     return int(raw)
 
@@ -449,15 +604,14 @@ def history() -> str:
     store = control_state().store
     current = store.current_rev()
     records = store.history(HISTORY_PAGE, before)
-    who = identify()[0]
     revisions: list[dict[str, Any]] = []
     for record in records:
         if not revisions or revisions[-1]["rev"] != record.rev:
             revisions.append(
                 {"rev": record.rev, "actor": record.actor, "at": record.at, "changes": []}
             )
-        before_data = shown(record.kind, dict(record.before), who) if record.before else None
-        after_data = shown(record.kind, dict(record.after), who) if record.after else None
+        before_data = _hide_key(record.kind, record.before)
+        after_data = _hide_key(record.kind, record.after)
         what = "created" if before_data is None else "deleted" if after_data is None else "updated"
         revisions[-1]["changes"].append(
             {

@@ -16,6 +16,7 @@ from minirouter import __version__
 from minirouter.model import BALANCES, KINDS, PATH_TYPES, REDIRECT_CODES
 
 from .accounts import ROLES
+from .bodies import MAX_INT_ARG
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -151,6 +152,18 @@ SCHEMAS: dict[str, Schema] = {
         },
         ("id", "names", "cert", "key"),
     ),
+    "CertificateReplace": obj(
+        {
+            "id": ITEM_ID,
+            "names": {**array(STRING), "minItems": 1},
+            "cert": {"type": "string", "description": "PEM"},
+            "key": {
+                "type": "string",
+                "description": "PEM; leave it out to keep the stored key of this certificate",
+            },
+        },
+        ("id", "names", "cert"),
+    ),
     "Config": obj(
         {
             "upstreams": array(ref("Upstream")),
@@ -242,13 +255,48 @@ SCHEMAS: dict[str, Schema] = {
                         },
                         "current": {"type": "boolean", "description": "rev is the store's"},
                         "last_seen": {"type": ["number", "null"]},
+                        "health": {
+                            "type": ["object", "null"],
+                            "description": "upstream id -> {host:port: available}, as this"
+                            " core sees it; null when it does not report it",
+                            "additionalProperties": string_map(BOOLEAN),
+                        },
                     },
-                    ("node", "rev", "current", "last_seen"),
+                    ("node", "rev", "current", "last_seen", "health"),
                     extra=True,
                 )
             ),
         },
         ("rev", "nodes"),
+    ),
+    "TargetHealth": obj(
+        {
+            "address": STRING,
+            "state": {"type": "string", "enum": ["up", "down", "partial", "unknown"]},
+            "up": {"type": "integer", "minimum": 0, "description": "cores that see it up"},
+            "down": {"type": "integer", "minimum": 0, "description": "cores that see it down"},
+            "cores": {"type": "integer", "minimum": 0, "description": "live cores in all"},
+            "down_on": array(STRING),
+            "text": STRING,
+        },
+        ("address", "state", "up", "down", "cores", "down_on", "text"),
+    ),
+    "FleetHealth": obj(
+        {
+            "rev": REV,
+            "cores": {"type": "integer", "minimum": 0},
+            "upstreams": string_map(array(ref("TargetHealth"))),
+        },
+        ("rev", "cores", "upstreams"),
+    ),
+    "UpstreamHealth": obj(
+        {
+            "rev": REV,
+            "upstream": STRING,
+            "cores": {"type": "integer", "minimum": 0},
+            "targets": array(ref("TargetHealth")),
+        },
+        ("rev", "upstream", "cores", "targets"),
     ),
     "Stats": obj(
         {
@@ -467,7 +515,7 @@ def _kind_paths(kind: str) -> dict[str, Any]:
                 (*WRITES, "404"),
                 tags=tags,
                 parameters=[item_id, IF_MATCH],
-                body=_body(schema),
+                body=_body(ref("CertificateReplace") if kind == "certificates" else schema),
             ),
             "delete": _op(
                 f"delete_{one}",
@@ -537,7 +585,9 @@ def _paths() -> dict[str, Any]:
                     "changes per page (whole revisions)",
                 ),
                 _query(
-                    "before", {"type": "integer", "minimum": 1}, "only revisions below this one"
+                    "before",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_INT_ARG},
+                    "only revisions below this one",
                 ),
             ],
         )
@@ -574,6 +624,26 @@ def _paths() -> dict[str, Any]:
             tags=fleet,
         )
     }
+    paths["/health"] = {
+        "get": _op(
+            "health",
+            "Every upstream's targets with their health over the live cores",
+            "viewer",
+            {"200": _json(ref("FleetHealth"), "per upstream, each target")},
+            tags=fleet,
+        )
+    }
+    paths["/upstreams/{id}/health"] = {
+        "get": _op(
+            "upstream_health",
+            "One upstream's targets with their health over the live cores",
+            "viewer",
+            {"200": _json(ref("UpstreamHealth"), "each target")},
+            ("404",),
+            tags=fleet,
+            parameters=[_path("id", ITEM_ID)],
+        )
+    }
     paths["/stats"] = {
         "get": _op(
             "stats",
@@ -585,7 +655,7 @@ def _paths() -> dict[str, Any]:
             parameters=[
                 _query(
                     "since",
-                    {"type": "integer", "minimum": 0},
+                    {"type": "integer", "minimum": 0, "maximum": MAX_INT_ARG},
                     "Unix second to start at (default: a minute ago)",
                 )
             ],

@@ -529,6 +529,48 @@
     });
   }
 
+  // -- upstream targets' health: kept current from the API -----------------------------------------
+
+  const HEALTH_POLL_MS = 3000;  // the cores' heartbeats come every 2 s
+
+  // A block with data-health-url holds badges (data-health-upstream / -address); its URL answers
+  // either {upstreams: {id: [target]}} (GET /health) or {upstream, targets} (one upstream).
+  function wireHealth(box) {
+    let timer = null;
+    let busy = false;
+    const schedule = () => {
+      clearTimeout(timer);
+      timer = setTimeout(refresh, HEALTH_POLL_MS);
+    };
+    async function refresh() {
+      if (document.hidden || busy) return;  // resumed when the tab is shown again
+      busy = true;
+      try {
+        const result = await callApi("GET", box.dataset.healthUrl);
+        const body = result.body;
+        if (result.status === 200 && body) {
+          const byUpstream = body.upstreams || { [body.upstream]: body.targets || [] };
+          for (const badge of box.querySelectorAll("[data-health-upstream]")) {
+            const targets = byUpstream[badge.dataset.healthUpstream] || [];
+            const health = targets.find((t) => t.address === badge.dataset.healthAddress);
+            if (!health) continue;
+            badge.textContent = health.text;
+            badge.className = "badge health " + health.state;
+            badge.title = health.up + " up, " + health.down + " down, " + health.cores +
+              " live core" + (health.cores === 1 ? "" : "s");
+          }
+        }
+      } finally {
+        busy = false;
+        schedule();
+      }
+    }
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) refresh();
+    });
+    schedule();
+  }
+
   // -- small things --------------------------------------------------------------------------------
 
   // Filter a table's rows as one types (the form still searches on the server with Enter).
@@ -583,6 +625,7 @@
     for (const form of document.querySelectorAll("form[data-logout]")) wireLogout(form);
     for (const input of document.querySelectorAll("input[data-filter]")) wireFilter(input);
     for (const button of document.querySelectorAll("[data-copy]")) wireCopy(button);
+    for (const box of document.querySelectorAll("[data-health-url]")) wireHealth(box);
     document.addEventListener("click", (event) => {
       const button = event.target.closest("button[data-action]");
       if (button) confirmThen(button);
