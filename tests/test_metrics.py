@@ -177,3 +177,46 @@ def test_render_is_deterministic() -> None:
     assert m.render() == m.render()
     lines = [ln for ln in m.render().decode().splitlines() if ln.startswith("minirouter_requests")]
     assert lines == sorted(lines)
+
+
+def test_l4_listener_series_and_forgetting() -> None:
+    m = Metrics()
+    pg = m.listener("pg")
+    assert m.listener("pg") is pg  # one counters object per listener, updated in place
+    pg.up = 1
+    pg.connections += 3
+    pg.open += 1
+    pg.bytes_in += 100
+    pg.bytes_out += 2500
+    pg.connect_failures += 2
+    m.listener("down")  # a port that could not be opened: up stays 0
+    types, _, s = parse(m.render())
+    assert types["minirouter_l4_connections_total"] == "counter"
+    assert types["minirouter_l4_open_connections"] == "gauge"
+    lab = (("listener", "pg"),)
+    assert s[("minirouter_l4_listener_up", lab)] == 1
+    assert s[("minirouter_l4_listener_up", (("listener", "down"),))] == 0
+    assert s[("minirouter_l4_connections_total", lab)] == 3
+    assert s[("minirouter_l4_open_connections", lab)] == 1
+    assert s[("minirouter_l4_received_bytes_total", lab)] == 100
+    assert s[("minirouter_l4_sent_bytes_total", lab)] == 2500
+    assert s[("minirouter_l4_connect_failures_total", lab)] == 2
+    m.forget_listener("pg")
+    m.forget_listener("down")
+    types, _, s = parse(m.render())
+    assert not any(name.startswith("minirouter_l4_") for name in types)
+
+
+def test_tls_series_only_with_tls_listeners() -> None:
+    m = Metrics()
+    assert b"minirouter_tls_" not in m.render()
+    m.set_certificates({"a": 1_900_000_000.0, "b": None, "c": 2_000_000_000.5})
+    m.tls_unknown_names += 2
+    types, _, s = parse(m.render())
+    assert types["minirouter_tls_unknown_name_total"] == "counter"
+    assert s[("minirouter_tls_certificates", ())] == 3
+    expiry = "minirouter_tls_certificate_expiry_timestamp_seconds"
+    assert s[(expiry, (("certificate", "a"),))] == 1_900_000_000
+    assert s[(expiry, (("certificate", "c"),))] == 2_000_000_000.5
+    assert (expiry, (("certificate", "b"),)) not in s
+    assert s[("minirouter_tls_unknown_name_total", ())] == 2

@@ -38,9 +38,11 @@ from minirouter.model import (
     loads_config,
     to_dict,
 )
+from tls.certs import other_key, shared_ca
 
-PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+# Certificates are parsed and checked (key, expiry, names): a real pair, made for the session.
+_PAIR = shared_ca().issue("example.com", "*.example.com", "a.com")
+PEM_CERT, PEM_KEY = _PAIR.cert, _PAIR.key
 
 
 def errors(kind: str, data: Any) -> dict[str, str]:
@@ -678,6 +680,73 @@ def test_bad_certificate(change: dict[str, Any], path: str) -> None:
 
 def test_certificate_required_fields() -> None:
     assert {"names", "cert", "key"} <= errors("certificates", {"id": "c"}).keys()
+
+
+def test_certificate_default_and_listener_tls_round_trip() -> None:
+    data = {"id": "c", "names": ["a.com"], "cert": PEM_CERT, "key": PEM_KEY, "default": True}
+    cert = from_dict("certificates", data)
+    assert cert.default is True and to_dict(cert) == data
+    listener = from_dict(
+        "listeners", {"id": "l", "listen": "0.0.0.0:1", "upstream": "u", "tls": True}
+    )
+    assert listener.tls is True
+    assert "tls" not in to_dict(dataclasses.replace(listener, tls=False))
+    assert "listeners" not in errors(
+        "listeners", {"id": "l", "listen": "x:1", "upstream": "u", "tls": 1}
+    )
+    assert "tls" in errors("listeners", {"id": "l", "listen": "x:1", "upstream": "u", "tls": 1})
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        ({"key": shared_ca().issue("a.com").key}, "key", "does not match the certificate"),
+        ({"cert": shared_ca().issue("a.com", expired=True).cert}, "cert", "expired on"),
+        ({"names": ["b.com"]}, "names[0]", "'b.com' is not covered by the certificate"),
+        # a wildcard certificate covers one label, not the bare domain or two labels
+        ({"names": ["x.y.example.com"]}, "names[0]", "not covered"),
+        ({"cert": PEM_KEY}, "cert", "not a valid PEM certificate"),
+        (
+            {"key": "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"},
+            "key",
+            "not a valid PEM private key",
+        ),
+    ],
+)
+def test_certificate_contents_are_checked(change: dict[str, Any], path: str, message: str) -> None:
+    data = {"id": "c", "names": ["a.com"], "cert": PEM_CERT, "key": PEM_KEY, **change}
+    assert message in errors("certificates", data)[path]
+
+
+def test_encrypted_key_is_refused() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = other_key()
+    pair = shared_ca().issue("a.com", key=key)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    ).decode()
+    data = {"id": "c", "names": ["a.com"], "cert": pair.cert, "key": encrypted}
+    assert "encrypted" in errors("certificates", data)["key"]
+    # the same key unencrypted is accepted: it matches the certificate
+    plain = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    assert from_dict("certificates", data | {"key": plain}).key == plain
+
+
+def test_upstream_ca() -> None:
+    ca = shared_ca().cert_pem
+    up = from_dict("upstreams", {"id": "u", "targets": ["h:1"], "tls": True, "ca": ca})
+    assert up.ca == ca
+    assert "ca" in errors("upstreams", {"id": "u", "targets": ["h:1"], "ca": ca})  # no tls
+    bad = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    fields = errors("upstreams", {"id": "u", "targets": ["h:1"], "tls": True, "ca": bad})
+    assert "not valid PEM certificates" in fields["ca"]
 
 
 # -- to_dict ------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 
 import yaml
 
+from minirouter.certcheck import check_ca_bundle, check_certificate
+
 _T = TypeVar("_T")
 Balance = Literal["round_robin", "weighted", "least_conn", "hash"]
 PathType = Literal["prefix", "exact", "regex"]
@@ -73,6 +75,9 @@ class Upstream:
     tls: bool = False
     sni: str | None = None
     verify: bool = True
+    # PEM certificates trusted instead of the system store (a private CA, or the upstream's own
+    # certificate to pin it); any certificate in it is a trust anchor.
+    ca: str | None = None
     keepalive: int = 64
     timeouts: Timeouts = field(default_factory=Timeouts)
     health: HealthCheck | None = None
@@ -140,6 +145,7 @@ class Listener:
     id: str
     listen: str
     upstream: str
+    tls: bool = False  # terminate TLS with the certificates (chosen by SNI) before piping
 
     @classmethod
     def from_dict(cls, data: Any) -> Listener:
@@ -155,8 +161,9 @@ class Listener:
 class Certificate:
     id: str
     names: tuple[str, ...]
-    cert: str
-    key: str
+    cert: str  # PEM: the leaf first, then its intermediates
+    key: str  # PEM, unencrypted
+    default: bool = False  # served when no name matches the client's SNI (or it sent none)
 
     @classmethod
     def from_dict(cls, data: Any) -> Certificate:
@@ -617,6 +624,24 @@ def _sni(value: Any, path: str, e: _Errors) -> str | None:
     return text
 
 
+def _pem(value: Any, path: str, e: _Errors) -> str | None:
+    text = _str(value, path, e)
+    if text is not None and "-----BEGIN" not in text:
+        e.add(path, 'expected a PEM string ("-----BEGIN ...")')
+        return None
+    return text
+
+
+def _ca_bundle(value: Any, path: str, e: _Errors) -> str | None:
+    text = _pem(value, path, e)
+    if text is not None:
+        problem = check_ca_bundle(text)
+        if problem is not None:
+            e.add(path, problem)
+            return None
+    return text
+
+
 _UPSTREAM_PARSERS: dict[str, _Parser] = {
     "id": _id,
     "targets": _list_of(
@@ -631,6 +656,7 @@ _UPSTREAM_PARSERS: dict[str, _Parser] = {
     "tls": _bool,
     "sni": _optional(_sni),
     "verify": _bool,
+    "ca": _optional(_ca_bundle),
     "keepalive": _ranged(0),
     "timeouts": _object(Timeouts, dict.fromkeys(("connect", "read", "idle"), _positive)),
     "health": _optional(
@@ -661,6 +687,8 @@ def _upstream(value: Any, path: str, e: _Errors) -> Upstream | None:
     balance = kw.get("balance", "round_robin")  # None: already reported as invalid
     if kw.get("hash_on") not in (None, "client_ip") and balance not in (None, "hash"):
         e.add(_at(path, "hash_on"), "hashing on a header needs balance: hash")
+    if kw.get("ca") is not None and not kw.get("tls"):
+        e.add(_at(path, "ca"), "trusted CAs only apply to tls: true upstreams")
     upstream: Upstream | None = _make(Upstream, kw, e, n)
     return upstream
 
@@ -763,24 +791,29 @@ def _route(value: Any, path: str, e: _Errors) -> Route | None:
 # -- listeners and certificates -----------------------------------------------------------------
 
 
-def _pem(value: Any, path: str, e: _Errors) -> str | None:
-    text = _str(value, path, e)
-    if text is not None and "-----BEGIN" not in text:
-        e.add(path, 'expected a PEM string ("-----BEGIN ...")')
-        return None
-    return text
-
-
-_listener = _object(Listener, {"id": _id, "listen": _address, "upstream": _id})
-_certificate = _object(
+_listener = _object(Listener, {"id": _id, "listen": _address, "upstream": _id, "tls": _bool})
+_certificate_fields = _object(
     Certificate,
     {
         "id": _id,
         "names": _list_of(_host_pattern, key=lambda h: h, what="name", non_empty=True),
         "cert": _pem,
         "key": _pem,
+        "default": _bool,
     },
 )
+
+
+def _certificate(value: Any, path: str, e: _Errors) -> Certificate | None:
+    n = len(e)
+    cert: Certificate | None = _certificate_fields(value, path, e)
+    if cert is None:
+        return None
+    for field_name, message in check_certificate(cert.cert, cert.key, cert.names):
+        e.add(_at(path, field_name), message)
+    return cert if len(e) == n else None
+
+
 _ITEM_PARSERS: dict[str, _Parser] = {
     "routes": _route,
     "upstreams": _upstream,

@@ -89,6 +89,10 @@ SCHEMAS: dict[str, Schema] = {
             "tls": BOOLEAN,
             "sni": {"type": ["string", "null"]},
             "verify": BOOLEAN,
+            "ca": {
+                "type": ["string", "null"],
+                "description": "PEM certificates trusted instead of the system store (tls only)",
+            },
             "keepalive": {"type": "integer", "minimum": 0},
             "timeouts": obj({"connect": POSITIVE, "read": POSITIVE, "idle": POSITIVE}),
             "health": {
@@ -141,7 +145,8 @@ SCHEMAS: dict[str, Schema] = {
         ("id",),
     ),
     "Listener": obj(
-        {"id": ITEM_ID, "listen": STRING, "upstream": ITEM_ID}, ("id", "listen", "upstream")
+        {"id": ITEM_ID, "listen": STRING, "upstream": ITEM_ID, "tls": BOOLEAN},
+        ("id", "listen", "upstream"),
     ),
     "Certificate": obj(
         {
@@ -149,6 +154,7 @@ SCHEMAS: dict[str, Schema] = {
             "names": {**array(STRING), "minItems": 1},
             "cert": {"type": "string", "description": "PEM"},
             "key": {"type": "string", "description": 'PEM; "<redacted>" for viewers'},
+            "default": BOOLEAN,
         },
         ("id", "names", "cert", "key"),
     ),
@@ -161,6 +167,7 @@ SCHEMAS: dict[str, Schema] = {
                 "type": "string",
                 "description": "PEM; leave it out to keep the stored key of this certificate",
             },
+            "default": BOOLEAN,
         },
         ("id", "names", "cert"),
     ),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-__all__ = ["CONTENT_TYPE", "DEFAULT_BUCKETS", "Histogram", "Metrics"]
+__all__ = ["CONTENT_TYPE", "DEFAULT_BUCKETS", "Histogram", "ListenerCounters", "Metrics"]
 
 PREFIX = "minirouter_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -88,6 +88,20 @@ def _labels(names: Sequence[str], values: Iterable[object]) -> str:
     return "{" + ",".join(pairs) + "}" if pairs else ""
 
 
+class ListenerCounters:
+    """The counters of one L4 listener; its connections update the attributes directly."""
+
+    __slots__ = ("bytes_in", "bytes_out", "connect_failures", "connections", "open", "up")
+
+    def __init__(self) -> None:
+        self.connections = 0  # accepted, total
+        self.open = 0  # open right now
+        self.bytes_in = 0  # client -> upstream
+        self.bytes_out = 0  # upstream -> client
+        self.connect_failures = 0  # a target that could not be reached (or none usable)
+        self.up = 0  # 1 while the port is open
+
+
 class Metrics:
     """Everything one router process reports on /metrics."""
 
@@ -106,6 +120,10 @@ class Metrics:
         self.upstream_failures: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.store_connected: int | None = None  # None: not following a store
         self.mirror_invalid_items: defaultdict[str, int] = defaultdict(int)
+        self.listeners: dict[str, ListenerCounters] = {}
+        self.tls_unknown_names = 0  # handshakes refused: no certificate for the SNI name
+        self.certificates_loaded: int | None = None  # None: no TLS listener
+        self.certificate_expiry: dict[str, float] = {}
 
     # -- per request (hot path) ------------------------------------------------
 
@@ -156,6 +174,22 @@ class Metrics:
     def mirror_invalid(self, key: str) -> None:
         """An invalid item met while mirroring the store ("routes/<id>"), skipped."""
         self.mirror_invalid_items[key.partition("/")[0]] += 1
+
+    def listener(self, listener_id: str) -> ListenerCounters:
+        """The counters of an L4 listener, created on first use."""
+        counters = self.listeners.get(listener_id)
+        if counters is None:
+            counters = self.listeners[listener_id] = ListenerCounters()
+        return counters
+
+    def forget_listener(self, listener_id: str) -> None:
+        """Drop the series of a listener that left the config."""
+        self.listeners.pop(listener_id, None)
+
+    def set_certificates(self, expiry: dict[str, float | None]) -> None:
+        """The certificates the TLS listeners can serve: id -> expiry (Unix time)."""
+        self.certificates_loaded = len(expiry)
+        self.certificate_expiry = {cid: at for cid, at in expiry.items() if at is not None}
 
     def forget_target(self, upstream: str, target: str) -> None:
         """Drop the series of a target that left the config (it would report stale values)."""
@@ -231,6 +265,25 @@ class Metrics:
         )
         samples(name, ("upstream", "target"), self.upstream_failures.items())
 
+        if self.listeners:
+            self._render_listeners(family, samples)
+
+        if self.certificates_loaded is not None:
+            name = family("tls_certificates", "gauge", "Certificates loaded for TLS termination.")
+            out.append(f"{name} {self.certificates_loaded}")
+            name = family(
+                "tls_unknown_name_total",
+                "counter",
+                "TLS handshakes refused because no certificate matches the SNI name.",
+            )
+            out.append(f"{name} {self.tls_unknown_names}")
+            name = family(
+                "tls_certificate_expiry_timestamp_seconds",
+                "gauge",
+                "When each loaded certificate expires (Unix time).",
+            )
+            samples(name, ("certificate",), (((k,), v) for k, v in self.certificate_expiry.items()))
+
         if self.store_connected is not None:
             name = family("store_up", "gauge", "Whether the config store is reachable (1) or not.")
             out.append(f"{name} {self.store_connected}")
@@ -243,3 +296,38 @@ class Metrics:
 
         out.append("")
         return "\n".join(out).encode("utf-8")
+
+    def _render_listeners(
+        self,
+        family: Callable[[str, str, str], str],
+        samples: Callable[[str, Sequence[str], Iterable[tuple[tuple[object, ...], float]]], None],
+    ) -> None:
+        items = self.listeners.items()
+        for metric, kind, attr, help_text in _LISTENER_SERIES:
+            name = family(metric, kind, help_text)
+            samples(name, ("listener",), (((lid,), getattr(c, attr)) for lid, c in items))
+
+
+_LISTENER_SERIES: tuple[tuple[str, str, str, str], ...] = (
+    ("l4_listener_up", "gauge", "up", "Whether an L4 listener's port is open (1) or not."),
+    ("l4_connections_total", "counter", "connections", "Connections accepted by an L4 listener."),
+    ("l4_open_connections", "gauge", "open", "Connections open on an L4 listener."),
+    (
+        "l4_received_bytes_total",
+        "counter",
+        "bytes_in",
+        "Bytes received from clients of an L4 listener (sent upstream).",
+    ),
+    (
+        "l4_sent_bytes_total",
+        "counter",
+        "bytes_out",
+        "Bytes sent to clients of an L4 listener (received from upstream).",
+    ),
+    (
+        "l4_connect_failures_total",
+        "counter",
+        "connect_failures",
+        "Upstream connection attempts of an L4 listener that failed (or found no target).",
+    ),
+)

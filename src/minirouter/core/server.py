@@ -20,13 +20,19 @@ from typing import TYPE_CHECKING
 
 from minirouter.config import CoreSettings, format_address
 from minirouter.core.admin import start_admin
+from minirouter.core.l4 import L4Listeners
 from minirouter.core.protocol import ClientProtocol
 from minirouter.core.state import RouterState
+from minirouter.core.tls import CertificateStore
 
 if TYPE_CHECKING:
     from minirouter.core.mirror import Mirror
 
 log = logging.getLogger("minirouter.core")
+
+
+# A client that has not finished its handshake by then is dropped (asyncio's default is 60 s).
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 class StartupError(Exception):
@@ -37,6 +43,11 @@ async def serve(settings: CoreSettings) -> None:
     """Run one worker until SIGTERM/SIGINT, then drain and return."""
     loop = asyncio.get_running_loop()
     state = RouterState(settings, loop)
+    # Both follow every config swapped in, the first one included.
+    certificates = CertificateStore(state.metrics if settings.listen_tls else None)
+    state.observers.append(lambda config: certificates.update(config.certificates))
+    l4 = L4Listeners(state, certificates)
+    state.observers.append(l4.update)
     mirror = None
     if settings.store_url is not None:
         mirror = await _start_mirror(state, settings)
@@ -60,12 +71,32 @@ async def serve(settings: CoreSettings) -> None:
                 raise StartupError(
                     f"cannot listen on {format_address(host, port)}: {exc.strerror or exc}"
                 ) from exc
+        for host, port in settings.listen_tls:
+            try:
+                servers.append(
+                    await loop.create_server(
+                        lambda: ClientProtocol(state, b"https"),
+                        host,
+                        port,
+                        ssl=certificates.context,
+                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                        reuse_port=settings.workers > 1,
+                        backlog=2048,
+                    )
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen on {format_address(host, port)} (tls): {exc.strerror or exc}"
+                ) from exc
         if settings.admin is not None:
             host, port = settings.admin
             try:
                 servers.append(
                     await start_admin(
-                        host, port + settings.worker_index, state.metrics, state.health_info
+                        host,
+                        port + settings.worker_index,
+                        state.metrics,
+                        lambda: _health_info(state, certificates, l4),
                     )
                 )
             except OSError as exc:
@@ -77,7 +108,10 @@ async def serve(settings: CoreSettings) -> None:
         if settings.config_path is not None:
             loop.add_signal_handler(signal.SIGHUP, state.load_file)
         watcher = loop.create_task(_watch_file(state)) if settings.config_path else None
-        where = ", ".join(f"http://{format_address(h, p)}" for h, p in settings.listen)
+        where = ", ".join(
+            [f"http://{format_address(h, p)}" for h, p in settings.listen]
+            + [f"https://{format_address(h, p)}" for h, p in settings.listen_tls]
+        )
         log.info(
             "minirouter core listening on %s (pid %d, revision %d)",
             where,
@@ -88,7 +122,10 @@ async def serve(settings: CoreSettings) -> None:
         log.info("stopping: draining %d connections", len(state.connections))
         if watcher is not None:
             watcher.cancel()
-        await _drain(state, servers, settings.shutdown_timeout)
+        await asyncio.gather(
+            _drain(state, servers, settings.shutdown_timeout),
+            l4.close(settings.shutdown_timeout),
+        )
     finally:
         for srv in servers:
             srv.close()
@@ -100,6 +137,17 @@ async def serve(settings: CoreSettings) -> None:
             state.access_log.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+def _health_info(
+    state: RouterState, certificates: CertificateStore, l4: L4Listeners
+) -> dict[str, object]:
+    info = state.health_info()
+    if state.settings.listen_tls or state.config.certificates:
+        info["tls"] = {"certificates": len(certificates), "not_loaded": dict(certificates.failed)}
+    if state.config.listeners:
+        info["listeners"] = l4.info()
+    return info
 
 
 async def _start_mirror(state: RouterState, settings: CoreSettings) -> Mirror:

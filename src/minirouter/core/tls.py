@@ -1,24 +1,232 @@
-"""TLS contexts: the upstream side (`tls: true` upstreams).
+"""TLS contexts: termination with SNI (`CertificateStore`) and the upstream side.
 
-Contexts are cached per setting: building one loads the system CA store, which costs
-milliseconds, and a pooled connection must not pay that per connect.
+Termination: every HTTPS (and `tls: true` L4) listener shares one listener context whose
+`sni_callback` switches each handshake to the context of the certificate chosen for the
+client's SNI name: an exact name, else the longest matching wildcard, else the certificate
+marked `default: true`; with none of these the handshake ends with an `unrecognized_name`
+alert. A config change builds contexts for new or changed certificates off to the side and
+swaps one index reference; a handshake already past the callback keeps its context.
+
+Upstream: contexts are cached per setting: building one loads the system CA store, which
+costs milliseconds, and a pooled connection must not pay that per connect.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from minirouter.certcheck import not_after
+
 if TYPE_CHECKING:
-    from minirouter.model import Upstream
+    from minirouter.core.metrics import Metrics
+    from minirouter.model import Certificate, Upstream
+
+__all__ = [
+    "CertificateStore",
+    "SNIObject",
+    "load_key_pair",
+    "upstream_context",
+    "upstream_server_name",
+]
+
+log = logging.getLogger("minirouter.tls")
+
+# TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are all modern already).
+_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1:!SHA256:!SHA384"
+
+
+def _harden(ctx: ssl.SSLContext) -> None:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(_TLS12_CIPHERS)
+    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+
+
+# -- termination --------------------------------------------------------------------------------
+
+
+class SNIObject(ssl.SSLObject):
+    """An SSLObject that remembers the client's SNI name on the server side.
+
+    The standard `server_hostname` is only set on the client side; `ClientProtocol` reads it to
+    route by (and check `Host` against) the SNI name, so the listener context makes every
+    connection one of these and the SNI callback fills it in.
+    """
+
+    _sni: str | None = None
+    _failed: ssl.SSLError | None = None
+
+    @property
+    def server_hostname(self) -> str | None:
+        return self._sni if self._sni is not None else super().server_hostname
+
+    def do_handshake(self) -> None:
+        """The handshake step; a failure is reported one step late so its alert goes out.
+
+        uvloop closes the connection as soon as `do_handshake` fails, without sending what the
+        failure left in the outgoing buffer: the TLS alert that tells the client why
+        (`unrecognized_name`, `protocol_version`, ...). Saying "want read" once makes it send
+        that buffer first; the client then closes, or the next step raises the real error.
+        """
+        if self._failed is not None:
+            raise self._failed
+        try:
+            super().do_handshake()
+        except ssl.SSLWantReadError:
+            raise
+        except ssl.SSLError as exc:
+            self._failed = exc
+            raise ssl.SSLWantReadError("handshake failed; sending the alert first") from exc
+
+
+def load_key_pair(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+    """`ctx.load_cert_chain` from PEM text without writing the key to any file system.
+
+    OpenSSL's loader takes a path only; a memfd is an anonymous in-memory file that is gone as
+    soon as it is closed, right after loading.
+    """
+    fd = os.memfd_create("minirouter-cert", os.MFD_CLOEXEC)
+    try:
+        data = (cert_pem.rstrip("\n") + "\n" + key_pem.rstrip("\n") + "\n").encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        # One file with both: with no keyfile OpenSSL reads the key from the certfile.
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def _server_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _harden(ctx)
+    # No session resumption state shared across certificates: tickets stay per context.
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class _Index:
+    """Which context serves which name; replaced whole on every change, never mutated."""
+
+    exact: dict[str, ssl.SSLContext]
+    # Wildcard suffix (".example.com") -> context, tried longest suffix first.
+    wildcards: dict[str, ssl.SSLContext]
+    default: ssl.SSLContext | None
+
+
+class CertificateStore:
+    """The certificates of the current config, as SSL contexts chosen by SNI."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
+        self._loaded: dict[str, tuple[Certificate, ssl.SSLContext]] = {}
+        self._index = _Index({}, {}, None)
+        self.failed: dict[str, str] = {}  # certificate id -> why its context could not be built
+        self.context = _server_context()
+        self.context.sslobject_class = SNIObject
+        self.context.sni_callback = self._select
+
+    def __len__(self) -> int:
+        return len(self._loaded)
+
+    def update(self, certificates: Iterable[Certificate]) -> None:
+        """Take the certificates of a new config; only new or changed ones are loaded."""
+        loaded: dict[str, tuple[Certificate, ssl.SSLContext]] = {}
+        failed: dict[str, str] = {}
+        for cert in certificates:
+            old = self._loaded.get(cert.id)
+            if old is not None and (old[0] is cert or old[0] == cert):
+                loaded[cert.id] = old
+                continue
+            ctx = _server_context()
+            try:
+                load_key_pair(ctx, cert.cert, cert.key)
+            except (ssl.SSLError, OSError) as exc:
+                # Validation should have caught it; keep the previous version if there is one.
+                failed[cert.id] = str(exc)
+                log.error("certificate %s cannot be loaded, not served: %s", cert.id, exc)
+                if old is not None:
+                    loaded[cert.id] = old
+                continue
+            loaded[cert.id] = (cert, ctx)
+        self._loaded = loaded
+        self.failed = failed
+        self._index = _build_index(loaded.values())
+        if self.metrics is not None:
+            self.metrics.set_certificates(
+                {cid: not_after(cert.cert) for cid, (cert, _) in loaded.items()}
+            )
+
+    def select(self, server_name: str | None) -> ssl.SSLContext | None:
+        """The context for a handshake that asked for `server_name` (None: no SNI sent)."""
+        index = self._index
+        if server_name:
+            name = server_name.lower().removesuffix(".")
+            ctx = index.exact.get(name)
+            if ctx is not None:
+                return ctx
+            if index.wildcards:
+                # Longest suffix first: "a.b.example.com" tries ".b.example.com" first.
+                dot = name.find(".")
+                while dot >= 0:
+                    ctx = index.wildcards.get(name[dot:])
+                    if ctx is not None:
+                        return ctx
+                    dot = name.find(".", dot + 1)
+        return index.default
+
+    def _select(
+        self, sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _ctx: ssl.SSLContext
+    ) -> int | None:
+        ctx = self.select(server_name)
+        if ctx is None:
+            # A clean alert to the client; the failed handshake is logged by nobody (debug).
+            if self.metrics is not None:
+                self.metrics.tls_unknown_names += 1
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        sslobj.context = ctx
+        if server_name and isinstance(sslobj, SNIObject):
+            sslobj._sni = server_name
+        return None
+
+
+def _build_index(items: Iterable[tuple[Certificate, ssl.SSLContext]]) -> _Index:
+    exact: dict[str, ssl.SSLContext] = {}
+    wildcards: dict[str, ssl.SSLContext] = {}
+    default: ssl.SSLContext | None = None
+    default_id = ""
+    # Sorted by id: when two certificates claim one name, the smaller id wins, in every worker.
+    for cert, ctx in sorted(items, key=lambda item: item[0].id, reverse=True):
+        for name in cert.names:
+            if name.startswith("*."):
+                wildcards[name[1:]] = ctx
+            else:
+                exact[name] = ctx
+        if cert.default:
+            default, default_id = ctx, cert.id
+    if default is not None:
+        log.debug("default certificate: %s", default_id)
+    return _Index(exact, wildcards, default)
+
+
+# -- upstream side ------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=64)
-def _client_context(verify: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+def _client_context(verify: bool, ca: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
+    if ca is not None:
+        # Any configured certificate is a trust anchor, so a leaf can be pinned by itself.
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -27,7 +235,7 @@ def _client_context(verify: bool) -> ssl.SSLContext:
 
 def upstream_context(spec: Upstream) -> ssl.SSLContext:
     """The client-side context for connections to a `tls: true` upstream."""
-    return _client_context(spec.verify)
+    return _client_context(spec.verify, spec.ca)
 
 
 def upstream_server_name(spec: Upstream, host: str) -> str:
