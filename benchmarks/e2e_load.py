@@ -247,22 +247,33 @@ def nginx_cmd(nginx: str, workdir: Path, conf: Path) -> list[str]:
     ]
 
 
+BIG_BODY_SIZE = 1 << 20  # bytes of the upstream's /big (for slow-read clients)
+
+
 def upstream_conf(workdir: Path, port: int) -> Path:
+    """``/``: a short 200. For the slow-client benchmarks also ``/big`` (a 1 MiB file) and
+    ``/post``, which reads the whole request body before answering (nginx buffers it to proxy
+    it to ``/`` of itself), as an application would."""
     body = UPSTREAM_BODY.replace("\n", "\\n")
+    (workdir / "big.bin").write_bytes(b"x" * BIG_BODY_SIZE)
     return nginx_conf(
         workdir,
         f"""\
         listen 127.0.0.1:{port} backlog=4096;
-        location / {{ default_type text/plain; return 200 "{body}"; }}""",
+        location / {{ default_type text/plain; return 200 "{body}"; }}
+        location = /big {{ default_type application/octet-stream; alias {workdir}/big.bin; }}
+        location = /post {{ proxy_pass http://127.0.0.1:{port}/; }}""",
     )
 
 
-def nginx_proxy_conf(workdir: Path, port: int, upstream_port: int) -> Path:
+def nginx_proxy_conf(workdir: Path, port: int, upstream_port: int, directives: str = "") -> Path:
+    """nginx proxying to the upstream; `directives` are added to its server block."""
     # The X-Forwarded-* headers match what minirouter adds by default, so both do the same work.
     return nginx_conf(
         workdir,
         f"""\
         listen 127.0.0.1:{port} backlog=4096;
+{directives}
         location / {{
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -303,6 +314,68 @@ def minirouter_base_cmd(override: str | None) -> list[str]:
         "minirouter is not importable from this Python; install it (pip install -e .) "
         "or pass --minirouter-cmd"
     )
+
+
+def start_upstream(
+    nginx: str, tmp: Path, stack: contextlib.ExitStack, cpus: str | None = None
+) -> tuple[Server, int]:
+    """The fast upstream (nginx answering ``return 200``), ready; stopped when `stack` closes."""
+    up_dir = tmp / "upstream"
+    up_dir.mkdir()
+    up_port = free_port()
+    upstream = start_server(
+        "upstream-nginx",
+        pinned(nginx_cmd(nginx, up_dir, upstream_conf(up_dir, up_port)), cpus),
+        up_dir,
+        stack,
+    )
+    wait_ready(upstream, up_port)
+    return upstream, up_port
+
+
+def start_proxy(
+    name: str,
+    tmp: Path,
+    stack: contextlib.ExitStack,
+    *,
+    nginx: str,
+    minirouter_cmd: str | None,
+    upstream_port: int,
+    cpus: str | None = None,
+    minirouter_args: Sequence[str] = (),
+    nginx_directives: str = "",
+) -> tuple[Server, int]:
+    """Proxy `name` ("nginx" or "minirouter") in front of the upstream, ready, and its port.
+
+    `minirouter_args` are added to ``minirouter core``; `nginx_directives` to nginx's server block
+    (the benchmarks that compare limits and timeouts set the same ones on both)."""
+    workdir = tmp / name
+    workdir.mkdir()
+    port = free_port()
+    env: dict[str, str] | None = None
+    if name == "nginx":
+        cmd = nginx_cmd(
+            nginx, workdir, nginx_proxy_conf(workdir, port, upstream_port, nginx_directives)
+        )
+    else:
+        cmd = [
+            *minirouter_base_cmd(minirouter_cmd),
+            "core",
+            "--config",
+            str(minirouter_conf(workdir, upstream_port)),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--access-log",
+            "off",
+            "--workers",
+            "1",
+            *minirouter_args,
+        ]
+        # Keep any default state (embedded store, last-good snapshot) inside the temp dir.
+        env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "HOME": str(workdir)}
+    server = start_server(name, pinned(cmd, cpus), workdir, stack, env)
+    wait_ready(server, port)
+    return server, port
 
 
 # --------------------------------------------------------------------------------------------------
@@ -705,45 +778,21 @@ def run(args: argparse.Namespace) -> int:
         else:
             stack.callback(shutil.rmtree, tmp, ignore_errors=True)
 
-        up_dir = tmp / "upstream"
-        up_dir.mkdir()
-        up_port = free_port()
-        upstream = start_server(
-            "upstream-nginx",
-            pinned(nginx_cmd(args.nginx, up_dir, upstream_conf(up_dir, up_port)), args.client_cpus),
-            up_dir,
-            stack,
-        )
-        wait_ready(upstream, up_port)
+        upstream, up_port = start_upstream(args.nginx, tmp, stack, args.client_cpus)
 
         # Start every proxy once (an idle one costs nothing), then measure them in turn;
         # with --repeat the turns alternate, so slow drifts on the machine hit both alike.
         servers: dict[str, tuple[Server, int]] = {}
         for name in proxies:
-            workdir = tmp / name
-            workdir.mkdir()
-            port = free_port()
-            if name == "nginx":
-                cmd = nginx_cmd(args.nginx, workdir, nginx_proxy_conf(workdir, port, up_port))
-                env = None
-            else:
-                cmd = [
-                    *minirouter_base_cmd(args.minirouter_cmd),
-                    "core",
-                    "--config",
-                    str(minirouter_conf(workdir, up_port)),
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--access-log",
-                    "off",
-                    "--workers",
-                    "1",
-                ]
-                # Keep any default state (embedded store, last-good snapshot) inside the temp dir.
-                env = {**os.environ, "XDG_STATE_HOME": str(workdir / "state"), "HOME": str(workdir)}
-            server = start_server(name, pinned(cmd, args.proxy_cpus), workdir, stack, env)
-            wait_ready(server, port)
-            servers[name] = (server, port)
+            servers[name] = start_proxy(
+                name,
+                tmp,
+                stack,
+                nginx=args.nginx,
+                minirouter_cmd=args.minirouter_cmd,
+                upstream_port=up_port,
+                cpus=args.proxy_cpus,
+            )
 
         runs: dict[str, list[ProxyResult]] = {name: [] for name in proxies}
         for rep in range(args.repeat):

@@ -1,9 +1,11 @@
-"""Smoke test for the end-to-end load comparison: both proxies serve real traffic from wrk.
+"""Smoke tests of the end-to-end benchmarks: each runs once, briefly, on real processes.
 
 Runs ``benchmarks/e2e_load.py --smoke`` (1 s of wrk with 4 connections against nginx and against
 ``minirouter core``, each in front of the same nginx upstream) and checks that it passed and
-printed a row for each proxy. It needs the ``wrk`` and ``nginx`` binaries; without them it fails
-(it is never skipped) and says which Debian package to install.
+printed a row for each proxy; ``slow_clients.py --smoke`` (three slow-client attacks of 1.5 s on
+both proxies: no probe fails) and ``soak.py --smoke`` (4 s of the mixed load). They need the
+``wrk`` and ``nginx`` binaries; without them they fail (never skipped) and say which Debian
+package to install.
 """
 
 from __future__ import annotations
@@ -61,3 +63,46 @@ def test_e2e_smoke(tmp_path: Path) -> None:
         assert r["requests"] > 0, (proxy, r)
         assert r["errors"] == 0, (proxy, r)
         assert r["rps"] > 0 and r["cpu_us_per_req"] > 0, (proxy, r)
+
+
+def _run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    found = {b: _find(b) for b in ("wrk", "nginx")}
+    missing = [b for b, p in found.items() if not p]
+    if missing:
+        pytest.fail(f"{name} needs {' and '.join(missing)} (nginx-light, wrk)", pytrace=False)
+    cmd = [sys.executable, str(SCRIPT.parent / name), "--nginx", str(found["nginx"]), *args]
+    if name == "soak.py":
+        cmd += ["--wrk", str(found["wrk"])]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_slow_clients_smoke(tmp_path: Path) -> None:
+    """slowloris, slow POST and slow read against both proxies: no probe request fails."""
+    out_json = tmp_path / "slow.json"
+    done = _run_script("slow_clients.py", "--smoke", "--json", str(out_json), timeout=TIMEOUT)
+    output = f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+    assert done.returncode == 0, output
+    assert "smoke ok" in done.stdout, output
+    results = json.loads(out_json.read_text())["results"]
+    assert {(r["proxy"], r["attack"]) for r in results} == {
+        (p, a) for p in ("nginx", "minirouter") for a in ("slowloris", "slow-post", "slow-read")
+    }, output
+    for r in results:
+        assert r["probes"] > 0 and r["probe_failures"] == 0, r
+        assert r["attack_opened"] >= r["connections"], r
+    # The header timeout (1 s in --smoke) cuts slowloris connections on both proxies.
+    assert all(r["attack_cut"] > 0 for r in results if r["attack"] == "slowloris"), output
+
+
+def test_soak_smoke(tmp_path: Path) -> None:
+    """A few seconds of the soak's mixed load: it runs, serves, and fds do not pile up."""
+    out_json = tmp_path / "soak.json"
+    done = _run_script(
+        "soak.py", "--duration", "4", "--smoke", "--json", str(out_json), timeout=TIMEOUT
+    )
+    output = f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+    assert done.returncode == 0, output
+    assert "soak ok" in done.stdout, output
+    doc = json.loads(out_json.read_text())
+    assert len(doc["samples"]) >= 3, doc
+    assert all(w["requests"] > 0 for w in doc["wrk"].values()), doc["wrk"]

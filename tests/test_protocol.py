@@ -341,3 +341,64 @@ def test_a_long_pipeline_of_own_answers_does_not_recurse(loop: asyncio.AbstractE
     run_until(loop, lambda: len(tr.statuses()) >= n)
     assert tr.statuses() == [404] * n
     finish(proto, tr)
+
+
+def _connect(state: RouterState) -> tuple[ClientProtocol, FakeTransport]:
+    proto = ClientProtocol(state)
+    transport = FakeTransport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    return proto, transport
+
+
+def test_connection_cap_evicts_an_idle_connection_then_refuses(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    idle, idle_t, state = make(loop, max_connections=2)
+    busy, busy_t = _connect(state)
+    busy.data_received(b"GET / HTTP/1.1\r\n")  # a request under way
+    # At the cap: the idle connection makes room for the new one.
+    third, third_t = _connect(state)
+    assert idle_t.closed and not busy_t.closed and not third_t.closed
+    assert len(state.connections) == 2
+    third.data_received(b"GET /x HTTP/1.1\r\n")
+    # Now every connection is busy: the next one is refused once it speaks, not counted.
+    fourth, fourth_t = _connect(state)
+    assert fourth not in state.connections and not fourth_t.closed
+    fourth.data_received(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert fourth_t.statuses() == [503] and fourth_t.closed
+    fourth.connection_lost(None)
+    idle.connection_lost(None)
+    assert state.metrics.open_connections == 2
+    assert not busy_t.closed and not busy_t.buffer
+
+
+def test_refused_request_stops_the_parser(loop: asyncio.AbstractEventLoop) -> None:
+    """Bytes after a refused request in the same read are never parsed as a request."""
+    proto, transport, _ = make(loop)
+    proto.data_received(
+        b"GET / HTTP/1.1\r\n\r\n"  # no Host: 400
+        b"GET /old HTTP/1.1\r\nHost: old.test\r\n\r\n"
+    )
+    assert transport.statuses() == [400]
+    assert transport.closed
+    assert proto.newest is None, "the request after the refused one was parsed"
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST / HTTP/1.0\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: app.test\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\nHost: app.test evil\r\n\r\n", 400),
+        (b"GET * HTTP/1.1\r\nHost: app.test\r\n\r\n", 400),
+    ],
+)
+def test_framing_and_syntax_refusals(
+    loop: asyncio.AbstractEventLoop, head: bytes, status: int
+) -> None:
+    proto, transport, _ = make(loop)
+    proto.data_received(head + b"0\r\n\r\n")
+    assert transport.statuses() == [status]
+    assert transport.closed

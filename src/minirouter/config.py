@@ -58,6 +58,10 @@ class Limits:
     keepalive_timeout: float = 75.0
     body_timeout: float = 60.0  # between two reads of a request body (client_body_timeout)
     send_timeout: float = 60.0  # a client that reads nothing of our response (send_timeout)
+    # Client connections per worker (nginx: worker_connections 512, which also counts the
+    # upstream side); beyond it an idle keep-alive connection is closed to make room, else
+    # the new one is answered 503 and closed. 0 = unlimited.
+    max_connections: int = 1024
 
 
 @dataclass

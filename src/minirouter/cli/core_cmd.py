@@ -93,6 +93,14 @@ def _default_snapshot(listen: list[tuple[str, int]]) -> Path:
 @click.option("--keepalive-timeout", type=click.FloatRange(0.001), default=75.0, show_default=True)
 @click.option("--body-timeout", type=click.FloatRange(0.001), default=60.0, show_default=True)
 @click.option("--send-timeout", type=click.FloatRange(0.001), default=60.0, show_default=True)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(0),
+    default=1024,
+    show_default=True,
+    help="Client connections per worker; beyond it idle keep-alive connections are closed, "
+    "else new ones get 503. 0 = unlimited.",
+)
 @click.option("--shutdown-timeout", type=click.FloatRange(0), default=30.0, show_default=True)
 def core(
     config_path: Path | None,
@@ -113,6 +121,7 @@ def core(
     keepalive_timeout: float,
     body_timeout: float,
     send_timeout: float,
+    max_connections: int,
     shutdown_timeout: float,
 ) -> None:
     """Run the data plane: proxy HTTP traffic by the routes in --config."""
@@ -148,6 +157,7 @@ def core(
             keepalive_timeout=keepalive_timeout,
             body_timeout=body_timeout,
             send_timeout=send_timeout,
+            max_connections=max_connections,
         ),
     )
     sys.exit(run(settings))

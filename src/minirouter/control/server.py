@@ -18,6 +18,13 @@ from .settings import ControlSettings
 
 log = logging.getLogger("minirouter.control")
 
+# The data plane's limits, applied to waitress (whose own defaults are looser: 256 KiB of
+# headers, 120 s of inactivity, 1 GiB bodies). Beyond CONNECTION_LIMIT waitress stops
+# accepting until a connection closes: new clients wait in the listen backlog.
+CONNECTION_LIMIT = 100
+MAX_HEADER_SIZE = 32 * 1024  # bytes of request line and headers (431 beyond)
+CHANNEL_TIMEOUT = 60  # seconds a connection may stay silent, mid-request or idle
+
 
 def _stop(signum: int, frame: FrameType | None) -> None:
     # waitress's loop ends cleanly on SystemExit: it finishes the requests in progress.
@@ -46,7 +53,18 @@ def serve(
     app = create_app(settings)
     try:
         server: Any = create_server(
-            app, host=host, port=port, threads=threads, ident="minirouter", expose_tracebacks=False
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="minirouter",
+            expose_tracebacks=False,
+            connection_limit=CONNECTION_LIMIT,
+            channel_timeout=CHANNEL_TIMEOUT,
+            cleanup_interval=min(30, CHANNEL_TIMEOUT),
+            max_request_header_size=MAX_HEADER_SIZE,
+            # Flask refuses a larger body with its JSON 413; waitress stops reading past it.
+            max_request_body_size=(settings.max_body_size or 1 << 30) + 1,
         )
         bound_host, bound_port = server.socket.getsockname()[:2]
         log.info("minirouter control listening on http://%s:%d/api/v1", bound_host, bound_port)

@@ -20,13 +20,16 @@ from minirouter.core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from minirouter.core.metrics import Metrics
 from minirouter.core.responses import reason
 
-__all__ = ["HEADER_TIMEOUT", "MAX_HEAD", "start_admin"]
+__all__ = ["HEADER_TIMEOUT", "MAX_CONNECTIONS", "MAX_HEAD", "start_admin"]
 
 log = logging.getLogger("minirouter.admin")
 
 MAX_HEAD = 16 * 1024  # bytes of request line + headers
 HEADER_TIMEOUT = 10.0  # seconds to deliver a whole request; also the keep-alive idle limit
 LINGER = 2.0  # seconds a closing connection waits for the client to close its side
+# Open admin connections; beyond it a new one is answered 503 and closed, so a flood of them
+# cannot take memory or file descriptors from the data plane (scrapers need one or two).
+MAX_CONNECTIONS = 64
 
 HealthFn = Callable[[], dict[str, object]]
 
@@ -50,8 +53,12 @@ class _AdminProtocol(asyncio.Protocol):
         metrics: Metrics,
         health: HealthFn,
         header_timeout: float,
+        live: set[_AdminProtocol] | None = None,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.loop = loop
+        self.live: set[_AdminProtocol] = set() if live is None else live
+        self.max_connections = max_connections
         self.metrics = metrics
         self.health = health
         self.header_timeout = header_timeout
@@ -73,6 +80,10 @@ class _AdminProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop: not a subclass
         self.transport = transport
+        if len(self.live) >= self.max_connections:
+            self._fail(503)
+            return
+        self.live.add(self)
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -101,6 +112,7 @@ class _AdminProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self._cancel_timer()
+        self.live.discard(self)
         self.transport = None
 
     def pause_writing(self) -> None:
@@ -289,11 +301,13 @@ async def start_admin(
     *,
     reuse_port: bool = False,
     header_timeout: float = HEADER_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> asyncio.base_events.Server:
     """Listen on host:port and serve /healthz and /metrics until the returned server is closed."""
     loop = asyncio.get_running_loop()
+    live: set[_AdminProtocol] = set()
     return await loop.create_server(
-        lambda: _AdminProtocol(loop, metrics, health, header_timeout),
+        lambda: _AdminProtocol(loop, metrics, health, header_timeout, live, max_connections),
         host,
         port,
         reuse_port=reuse_port or None,

@@ -40,10 +40,24 @@ BUFFER_LIMIT = 64 * 1024
 # $name or ${name} in a redirect template.
 _TEMPLATE_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
+# What a Host value may hold (RFC 3986 reg-name / IP literal, an optional port): anything else
+# (spaces, "@", "/", ...) could make the router and an upstream see different authorities.
+_VALID_HOST = re.compile(rb"[A-Za-z0-9.\-_~!$&'()*+,;=%\[\]:]*").fullmatch
 
-class _HeadTooLarge(Exception):
+# How long a connection refused for being over --max-connections may take to send its first
+# bytes: the 503 is written after reading them, so that the close is a FIN and not a reset.
+REFUSE_LINGER = 1.0
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: answer `status` (when its turn comes) and close."""
+
     def __init__(self, status: int) -> None:
         self.status = status
+
+
+class _Stop(Exception):
+    """Raised from a parser callback: the connection is closing; parse nothing more."""
 
 
 class ReadGate:
@@ -92,6 +106,7 @@ class ClientProtocol(asyncio.Protocol):
         self.write_paused = False
         self.upgraded: RequestCycle | None = None  # every byte now belongs to this tunnel
         self.newest: RequestCycle | None = None  # the last request whose head was parsed
+        self.refused = False  # over --max-connections: answered 503, never counted
         self._in_head = False
         self._head_bytes = 0
         self._url = b""
@@ -121,16 +136,58 @@ class ClientProtocol(asyncio.Protocol):
         if ssl_object is not None and ssl_object.server_hostname:
             self.sni = fastpath.normalize_host(ssl_object.server_hostname)
         transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
-        self.state.connections.add(self)
+        connections = self.state.connections
+        cap = self.limits.max_connections
+        if cap and len(connections) >= cap and not self._make_room():
+            self._refuse()
+            return
+        connections.add(self)
         self.state.metrics.connection_opened()
         self._arm(self.limits.header_timeout, self._on_header_timeout)
 
+    def _make_room(self) -> bool:
+        """At the connection cap: close one connection that waits for a request (as nginx
+        reuses idle keep-alive connections); False if every connection is busy."""
+        for conn in self.state.connections:
+            if (
+                isinstance(conn, ClientProtocol)
+                and not conn.closed
+                and not conn.queue
+                and not conn._in_head
+                and conn.parsing is None
+                and conn.upgraded is None
+            ):
+                conn.close()
+                # connection_lost comes later; the set must shrink now for the next accept.
+                self.state.connections.discard(conn)
+                self.state.metrics.connection_closed()
+                return True
+        return False
+
+    def _refuse(self) -> None:
+        # Not counted and never parsed: 503 once the client's first bytes are in (or after a
+        # short wait), then close. The busy connections are not disturbed.
+        self.refused = True
+        self.closed = True
+        self._timer = self.loop.call_later(REFUSE_LINGER, self._refuse_now)
+
+    def _refuse_now(self) -> None:
+        self._timer = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(responses.error(503, close=True))
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            self._disarm()
+            return
         self.closed = True
         self._disarm()
         self._cancel_io_timers()
-        self.state.connections.discard(self)
-        self.state.metrics.connection_closed()
+        connections = self.state.connections
+        if self in connections:  # not if evicted by _make_room, which did this already
+            connections.discard(self)
+            self.state.metrics.connection_closed()
         for cycle in self.queue:
             cycle.client_gone()
         self.queue.clear()
@@ -139,6 +196,11 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.upgraded is not None:
             self.upgraded.client_tunnel_data(data)
+            return
+        if self.closed:
+            if self.refused:
+                self._disarm()
+                self._refuse_now()
             return
         if self._in_head:
             self._head_bytes += len(data)
@@ -157,7 +219,13 @@ class ClientProtocol(asyncio.Protocol):
             # on_message_complete has already run: the upgrade is the newest request.
             cycle = self.newest
             offset = exc.args[0] if exc.args else len(data)
-            if cycle is None or cycle.upgrade is None:
+            if cycle is not None and cycle.upgrade is None and cycle.method != "CONNECT":
+                # An upgrade the router does not pass on (h2c, ...): the request is answered
+                # as a plain one, and what follows is parsed as the next request.
+                self.parser = httptools.HttpRequestParser(self)
+                if offset < len(data):
+                    self.data_received(data[offset:])
+            elif cycle is None or cycle.upgrade is None:
                 self._parse_failed(400)
             elif cycle.finished:
                 # Already answered (and told to close): nothing after it can be parsed.
@@ -167,7 +235,9 @@ class ClientProtocol(asyncio.Protocol):
                 cycle.client_tunnel_data(data[offset:])
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            self._parse_failed(cause.status if isinstance(cause, _HeadTooLarge) else 400)
+            if isinstance(cause, _Stop):
+                return
+            self._parse_failed(cause.status if isinstance(cause, _Refused) else 400)
         except httptools.HttpParserError:
             self._parse_failed(400)
 
@@ -211,7 +281,7 @@ class ClientProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self.limits.max_request_line:
-            raise _HeadTooLarge(414)
+            raise _Refused(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
@@ -220,9 +290,13 @@ class ClientProtocol(asyncio.Protocol):
             self._header_size > self.limits.max_header_size
             or len(self._headers) > self.limits.max_headers
         ):
-            raise _HeadTooLarge(431)
+            raise _Refused(431)
 
     def on_headers_complete(self) -> None:
+        if self.closed:
+            # An earlier request on this connection was refused: bytes after it are never
+            # requests, whatever they look like.
+            raise _Stop
         self._in_head = False
         parser = self.parser
         cycle = RequestCycle(
@@ -234,6 +308,11 @@ class ClientProtocol(asyncio.Protocol):
             bool(parser.should_keep_alive()),
             bool(parser.should_upgrade()),
         )
+        if cycle.error_status:
+            raise _Refused(cycle.error_status)
+        # Trailers come through on_header too: they must not land in this request's headers.
+        self._headers = []
+        self._header_size = 0
         self.parsing = cycle
         self.newest = cycle
         self.queue.append(cycle)
@@ -397,6 +476,7 @@ class RequestCycle:
         "error_status",
         "expect",
         "finished",
+        "flushed",
         "head_sent",
         "headers",
         "host_b",
@@ -458,29 +538,51 @@ class RequestCycle:
         self.started = time.monotonic()
         self.error_status = 0  # answer this error when the cycle's turn comes
         self.placeholder = False  # not a request: a parse error answered in order
-        # Request framing, from the headers httptools has already validated.
+        # Request framing, from the headers httptools has already validated (one length,
+        # digits only; never both a length and a coding; chunked last). What llhttp lets
+        # through and the router refuses is checked here, in the one pass over the headers.
         self.host_b = b""
         self.content_length: int | None = None
         self.chunked = False
         self.expect: bytes | None = None
         self.upgrade: bytes | None = None
+        codings: list[bytes] = []
         host_count = 0
         for name, value in headers:
             n = len(name)
             if n == 4 and name.lower() == b"host":
-                self.host_b = value
+                self.host_b = value = value.rstrip(b" \t")
                 host_count += 1
             elif n == 14 and name.lower() == b"content-length":
                 self.content_length = int(value)
             elif n == 17 and name.lower() == b"transfer-encoding":
                 self.chunked = True
+                codings += value.split(b",")
             elif n == 6 and name.lower() == b"expect":
                 self.expect = value
             elif n == 7 and name.lower() == b"upgrade":
                 self.upgrade = value.strip()
-        if not wants_upgrade:
+        if not wants_upgrade or (self.upgrade is not None and self.upgrade.lower() != b"websocket"):
+            # Only WebSocket is tunnelled; h2c and the rest are answered as plain requests.
             self.upgrade = None
         self.host_count = host_count
+        if version != "1.1" and version != "1.0":
+            self.error_status = 505  # "HTTP/2.0" or 0.9 on an HTTP/1.1 listener
+        elif (
+            host_count > 1
+            or (host_count == 0 and version == "1.1")
+            or (host_count and not _VALID_HOST(self.host_b))
+        ):
+            self.error_status = 400  # RFC 9112 3.2: missing, repeated or invalid Host
+        elif self.chunked:
+            if version == "1.0":
+                self.error_status = 400  # RFC 9112 6.1: HTTP/1.0 has no transfer codings
+            else:
+                # llhttp accepts "gzip, chunked": the router cannot forward a coding it
+                # does not implement without changing the body (RFC 9112 6.1: 501).
+                listed = [c for c in (c.strip(b" \t").lower() for c in codings) if c]
+                if listed != [b"chunked"]:
+                    self.error_status = 501
         # Progress.
         self.request_complete = False
         self.body_received = 0
@@ -505,6 +607,7 @@ class RequestCycle:
         self.bytes_sent = 0
         self.upstream_started = 0.0
         self.out: list[bytes] = []  # response bytes of the current upstream read
+        self.flushed = False  # some of the upstream's response has been written to the client
         self.tunnel_buffer: list[bytes] = []
         self.tunnel_client_eof = False
         self.tunnelling = False
@@ -533,9 +636,6 @@ class RequestCycle:
             )
             return
         proto = self.proto
-        if self.host_count > 1 or (self.host_count == 0 and self.version == "1.1"):
-            self.respond_own(responses.error(400, close=True), 400, True)
-            return
         limit = self.state.limits.max_body_size
         if limit and self.content_length is not None and self.content_length > limit:
             self.respond_own(responses.error(413, close=True), 413, True)
@@ -561,12 +661,22 @@ class RequestCycle:
             except httptools.HttpParserInvalidURLError:
                 self.respond_own(responses.error(400, close=True), 400, True)
                 return
+            if (
+                parsed.host is None
+                or parsed.userinfo is not None
+                or parsed.schema.lower() not in (b"http", b"https")
+            ):
+                # Not an origin or an http(s) absolute form ("*", "a:b", "ftp://", a userinfo
+                # that RFC 9110 4.2.4 says to treat as an error): nothing the router forwards.
+                self.respond_own(responses.error(400, close=True), 400, True)
+                return
             raw_path = parsed.path or b"/"
             self.query = parsed.query
-            if parsed.host is not None:
-                # Absolute form: the target's own authority decides, never a different Host.
-                host_b = parsed.host
-                self.host_b = host_b if parsed.port is None else b"%s:%d" % (host_b, parsed.port)
+            # Absolute form: the target's own authority decides, never a different Host.
+            host_b = parsed.host
+            if b":" in host_b:
+                host_b = b"[%s]" % host_b  # an IPv6 literal keeps its brackets
+            self.host_b = host_b if parsed.port is None else b"%s:%d" % (host_b, parsed.port)
         path = raw_path.decode("latin-1")
         host = self.host_b.decode("latin-1")
         if proto.sni is not None and fastpath.normalize_host(host) != proto.sni:
@@ -717,10 +827,14 @@ class RequestCycle:
         conn.start(self, spec.timeouts.read, head_only=self.method == "HEAD")
         route = self.match.route
         host = self.host_b if route.preserve_host else self.target.address.encode("latin-1")
+        headers = self.headers
+        if self.expect is not None:
+            # The router answered the expectation itself (like nginx, which drops it too).
+            headers = [h for h in headers if h[0].lower() != b"expect"]
         head = fastpath.build_request_head(
             self.method_b,
             self.target_b,
-            self.headers,
+            headers,
             host=host,
             client_ip=self.proto.client_ip_b,
             proto=self.proto.scheme,
@@ -870,6 +984,11 @@ class RequestCycle:
                     return
                 length = value_i
             elif n == 17 and name.lower() == b"transfer-encoding":
+                if upstream_chunked or value.strip(b" \t").lower() != b"chunked":
+                    # A coding the router would drop (gzip, ...) or a list: like nginx,
+                    # "upstream sent unknown Transfer-Encoding".
+                    self.on_upstream_error(502, "unsupported Transfer-Encoding from upstream")
+                    return
                 upstream_chunked = True
             elif n == 7 and status == 101 and name.lower() == b"upgrade":
                 upgrade = value
@@ -934,6 +1053,7 @@ class RequestCycle:
         """Write what one read from the upstream produced, in one system call."""
         out = self.out
         if out:
+            self.flushed = True
             self.proto.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
 
@@ -990,7 +1110,14 @@ class RequestCycle:
     def on_upstream_error(self, status: int, message: str) -> None:
         if self.finished:
             return
-        self.flush()
+        if self.flushed:
+            self.flush()
+        else:
+            # Nothing of this response has reached the client: it gets a clean 502 instead.
+            self.out.clear()
+            self.response_started = False
+            self.response_chunked = False
+            self.bytes_sent = 0
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.handler = None

@@ -29,6 +29,10 @@ log = logging.getLogger("minirouter.upstream")
 MAX_RESPONSE_HEAD = 64 * 1024
 
 
+class _ExtraResponse(Exception):
+    """A second response began in the read that ended the first: the upstream is out of step."""
+
+
 class ResponseHandler(Protocol):
     """What an upstream connection reports to the request cycle using it."""
 
@@ -67,6 +71,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._done_head_only = False
+        # The response ended during this read; reported once the whole read is parsed, so
+        # that bytes after the end (an upstream out of step) are seen before anything of
+        # the response is sent on.
+        self._complete = False
+        self._extra = False  # bytes after a complete HEAD answer
         self._idle_timer: asyncio.TimerHandle | None = None
         self._read_timer: asyncio.TimerHandle | None = None
         self._read_timeout = 0.0
@@ -105,21 +114,36 @@ class UpstreamConnection(asyncio.Protocol):
         self._unparsed += len(data)
         try:
             self.parser.feed_data(data)
+            if self._extra:
+                raise httptools.HttpParserError("body bytes after the answer to HEAD")
             if self._unparsed > MAX_RESPONSE_HEAD and self.handler is not None:
                 self.close()
                 handler.on_upstream_error(502, "upstream response head or trailers too large")
+            elif self._complete:
+                self._complete = False
+                if self.handler is not None:
+                    handler.on_upstream_complete()
         except httptools.HttpParserUpgrade as exc:
+            self._complete = False
             offset = exc.args[0] if exc.args else len(data)
             self._cancel_read_timer()
             self.tunnel = True
             handler.on_upstream_upgrade(data[offset:])
         except httptools.HttpParserCallbackError as exc:
-            # Our own callback failed: a bug, not the upstream's fault; say so loudly.
-            log.error("error handling an upstream response", exc_info=exc.__context__ or exc)
-            self.close()
-            handler.on_upstream_error(502, "internal error")
+            self._complete = self._extra = False
+            if isinstance(exc.__context__, _ExtraResponse):
+                self.abort()
+                handler.on_upstream_error(502, "upstream sent more than one response")
+            else:
+                # Our own callback failed: a bug, not the upstream's fault; say so loudly.
+                log.error("error handling an upstream response", exc_info=exc.__context__ or exc)
+                self.close()
+                handler.on_upstream_error(502, "internal error")
         except httptools.HttpParserError as exc:
-            self.close()
+            # Bad framing, or bytes after the end of the response (then the cycle still
+            # holds the whole answer unsent, and answers 502 instead).
+            self._complete = self._extra = False
+            self.abort()
             handler.on_upstream_error(502, f"invalid response from upstream: {exc}")
         handler.flush()
         if self._done_head_only:
@@ -154,6 +178,8 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._complete:
+            raise _ExtraResponse
         self._unparsed = 0
         self._reason = b""
         self._headers = []
@@ -175,14 +201,13 @@ class UpstreamConnection(asyncio.Protocol):
         )
         if self.head_only and status >= 200 and self.handler is not None:
             self._done_head_only = True
-            self.handler.on_upstream_complete()
+            self._complete = True
 
     def on_body(self, body: bytes) -> None:
         self._unparsed = 0
         if self._done_head_only:
             # Body bytes after a HEAD answer: the framing cannot be trusted.
-            self.parser = httptools.HttpResponseParser(self)
-            self.close()
+            self._extra = True
             return
         if self.handler is not None:
             self.handler.on_upstream_body(body)
@@ -192,7 +217,11 @@ class UpstreamConnection(asyncio.Protocol):
             return
         handler = self.handler
         if handler is not None:
-            handler.on_upstream_complete()
+            status = self.parser.get_status_code()
+            if status < 200 and status != 101:
+                handler.on_upstream_complete()  # interim: the exchange goes on
+            else:
+                self._complete = True
 
     # -- used by the request cycle -----------------------------------------
 
