@@ -6,6 +6,7 @@ gives the same answers on random route sets, requests and heads.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.machinery
 import os
@@ -857,3 +858,92 @@ def test_a_table_built_from_a_previous_one_answers_like_a_fresh_one(fp: ModuleTy
     # The old table still answers by the old routes.
     assert old.match("h3.test", "/p3/", "GET").route.id == "r3"
     assert old.match("h3.test", "/p3/", "GET").route.priority == 0
+
+
+# -- a table built from the previous one ------------------------------------------------------
+#
+# The compiled table patches the previous table when a few routes change (shares the unchanged
+# entries and index buckets, gives a new id a rank between its neighbours'). Whatever it does,
+# every table in a chain of changes must answer exactly as one built from scratch.
+
+
+def _same_answers(table: Any, routes: list[Route], requests: list[tuple[Any, ...]]) -> None:
+    spec = _fastpath_py.RouteTable(routes)
+    assert table.routes == spec.routes
+    assert len(table) == len(spec)
+    for host, path, method, headers in requests:
+        expected = _summary(spec.match(host, path, method, headers))
+        assert _summary(table.match(host, path, method, headers)) == expected
+        got = table.explain(host, path, method, headers)
+        want = spec.explain(host, path, method, headers)
+        assert [(c.route_id, c.matched, c.reason) for c in got.candidates] == [
+            (c.route_id, c.matched, c.reason) for c in want.candidates
+        ]
+
+
+@st.composite
+def change_chains(draw: st.DrawFn) -> list[list[Route]]:
+    """A config and a few successive versions of it: routes added, replaced, removed."""
+    routes = draw(routes_strategy())
+    versions = [routes]
+    for _ in range(draw(st.integers(1, 4))):
+        current = list(versions[-1])
+        for _ in range(draw(st.integers(1, 3))):
+            op = draw(st.sampled_from(["add", "replace", "delete"]))
+            if op != "add" and current:
+                at = draw(st.integers(0, len(current) - 1))
+                if op == "delete":
+                    del current[at]
+                    continue
+                new = draw(routes_strategy().filter(bool))[0]
+                current[at] = dataclasses.replace(new, id=current[at].id)
+            else:
+                taken = {r.id for r in current}
+                new = draw(routes_strategy().filter(bool))[0]
+                if new.id not in taken:
+                    current.insert(draw(st.integers(0, len(current))), new)
+        versions.append(current)
+    return versions
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    versions=change_chains(),
+    requests=st.lists(
+        st.tuples(request_hosts, request_paths, st.sampled_from(["GET", "POST"]), request_headers),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_a_table_built_from_the_previous_one_answers_as_a_new_one(
+    versions: list[list[Route]], requests: list[tuple[Any, ...]]
+) -> None:
+    compiled = _compiled()
+    table = compiled.RouteTable(versions[0])
+    for routes in versions[1:]:
+        table = compiled.RouteTable(routes, previous=table)
+        _same_answers(table, routes, requests)
+
+
+def test_many_ids_added_between_two_neighbours(fp: ModuleType) -> None:
+    """Each new id sorts between the last one added and "b": the rank gap halves every time
+    until there is none left, and the table must still order every id correctly."""
+    routes = [R("a", path="/x/"), R("b", path="/x/")]
+    table = fp.RouteTable(routes)
+    requests = [("h", "/x/1", "GET", None)]
+    for k in range(1, 45):
+        routes = [*routes, R("a" + "z" * k, path="/x/")]
+        table = fp.RouteTable(routes, previous=table)
+        _same_answers(table, routes, requests)
+    # And a route edited, one deleted, one with a new priority, all in a row.
+    routes[3] = R(routes[3].id, path="/x/", methods=("POST",))
+    table = fp.RouteTable(routes, previous=table)
+    _same_answers(table, routes, [*requests, ("h", "/x/1", "POST", None)])
+    del routes[0]
+    table = fp.RouteTable(routes, previous=table)
+    _same_answers(table, routes, requests)
+    routes.append(R("c", path="/x/", priority=7))
+    table = fp.RouteTable(routes, previous=table)
+    _same_answers(table, routes, requests)
+    with pytest.raises(ValueError, match="duplicate"):
+        fp.RouteTable([*routes, R("c", path="/y/")], previous=table)

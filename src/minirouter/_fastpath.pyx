@@ -6,8 +6,12 @@ exact host, by wildcard suffix, by exact path and by path prefix; regex routes a
 What differs is only how the work is done, so that a lookup stays in C:
 
 * precedence is compared on C ints: a dense rank of the priority, a host and a path specificity
-  (SPEC_EXACT, else length + 1, else 0) and the rank of the id in sorted order, all fixed at
-  table build, so no tuple is ever built or compared on the hot path;
+  (SPEC_EXACT, else length + 1, else 0) and a rank of the id in sorted order (spread out, with
+  room between neighbours), all fixed at table build, so no tuple is ever built or compared on
+  the hot path;
+* a table built from the previous one after a few route changes (`previous=`) shares the
+  unchanged entries and index buckets with it and rebuilds only the buckets the changed routes
+  are in (~1.5 ms instead of ~20 ms at 10k routes);
 * the best candidate so far lives in a C struct holding a borrowed pointer to an entry owned by
   the table (alive for the whole call);
 * host and path characters are read straight from the str buffers; the only allocations are the
@@ -40,6 +44,7 @@ from libc.string cimport memchr, memcpy, memset
 
 import re
 import sys
+from bisect import bisect_left
 
 
 cdef extern from "Python.h":
@@ -536,6 +541,9 @@ cdef class _Bucket:
     cdef Py_ssize_t nlens
     cdef Py_ssize_t* lens  # distinct prefix lengths, longest first
     cdef int* rest_max  # rest_max[i]: best priority rank among prefixes of length <= lens[i]
+    # prefix length -> best priority rank among the prefixes of that length: what lens and
+    # rest_max are made from, kept for patching (where it may stay high: it only prunes).
+    cdef dict best_len
 
     def __cinit__(self):
         self.exact = {}
@@ -559,18 +567,38 @@ cdef class _Bucket:
         return 0
 
     cdef int finish(self) except -1:
-        cdef Py_ssize_t i
-        cdef int best
-        best_at_length = {}
         for group in self.exact.values():
             group.sort(key=_precedence)
-        for prefix, group in self.prefix.items():
+        for group in self.prefix.values():
             group.sort(key=_precedence)
+        self.regex.sort(key=_precedence)
+        return self.bounds()
+
+    cdef int bounds(self) except -1:
+        # From groups already in precedence order: max_prio, the prefix lengths and their
+        # priority bounds; empty parts become None.
+        cdef int top
+        best_at_length = {}
+        for group in self.exact.values():
+            top = (<_Entry>group[0]).prio
+            if top > self.max_prio:
+                self.max_prio = top
+        for prefix, group in self.prefix.items():
             length = len(prefix)
             top = (<_Entry>group[0]).prio
             if best_at_length.get(length, -1) < top:
                 best_at_length[length] = top
-        self.regex.sort(key=_precedence)
+            if top > self.max_prio:
+                self.max_prio = top
+        if self.regex and (<_Entry>self.regex[0]).prio > self.max_prio:
+            self.max_prio = (<_Entry>self.regex[0]).prio
+        return self.set_lengths(best_at_length)
+
+    cdef int set_lengths(self, dict best_at_length) except -1:
+        # lens and rest_max from best_at_length; empty parts become None.
+        cdef Py_ssize_t i
+        cdef int best
+        self.best_len = best_at_length
         lengths = sorted(best_at_length, reverse=True)
         self.nlens = len(lengths)
         if self.nlens:
@@ -591,6 +619,94 @@ cdef class _Bucket:
         if not self.regex:
             self.regex = None
         return 0
+
+
+cdef list _without(list group, _Entry e):
+    return [x for x in group if x is not e]
+
+
+cdef _Bucket _patched(_Bucket old, list drop, list add, int hs):
+    # A copy of `old` (None: a new key) without the entries `drop` and with `add`; the groups
+    # nothing touched are shared with `old`. None when the bucket ends up empty.
+    cdef _Bucket b = _Bucket()
+    cdef _Entry e
+    b.hs = hs
+    if old is not None:
+        if old.exact is not None:
+            b.exact = dict(old.exact)
+        if old.prefix is not None:
+            b.prefix = dict(old.prefix)
+        if old.regex is not None:
+            b.regex = list(old.regex)
+    touched = set()
+    if drop is not None:
+        for e in drop:
+            if e.kind == KIND_REGEX:
+                b.regex = _without(b.regex, e)
+                continue
+            groups = b.exact if e.kind == KIND_EXACT else b.prefix
+            group = groups.get(e.path)
+            if group is not None:
+                group = _without(group, e)
+                if group:
+                    groups[e.path] = group
+                else:
+                    del groups[e.path]
+    regex_added = False
+    if add is not None:
+        for e in add:
+            if e.kind == KIND_REGEX:
+                b.regex.append(e)
+                regex_added = True
+                continue
+            groups = b.exact if e.kind == KIND_EXACT else b.prefix
+            group = list(groups.get(e.path, ()))
+            group.append(e)
+            groups[e.path] = group
+            touched.add((e.kind, e.path))
+    for kind, path in touched:
+        (b.exact if kind == KIND_EXACT else b.prefix)[path].sort(key=_precedence)
+    if regex_added:
+        b.regex.sort(key=_precedence)
+    if not b.exact and not b.prefix and not b.regex:
+        return None
+    # The bounds only grow here: one left high by a dropped route costs a lookup that finds
+    # nothing, never a wrong answer (they prune, they never select). Recomputing them would
+    # walk every group of the bucket (10k for a bucket of 10k prefix routes).
+    best_at_length = dict(old.best_len) if old is not None and old.best_len else {}
+    b.max_prio = old.max_prio if old is not None else -1
+    if add is not None:
+        for e in add:
+            if e.prio > b.max_prio:
+                b.max_prio = e.prio
+            if e.kind == KIND_PREFIX and best_at_length.get(e.plen, -1) < e.prio:
+                best_at_length[e.plen] = e.prio
+    b.set_lengths(best_at_length)
+    return b
+
+
+cdef int _rank_of(str route_id, dict new_by_id, dict by_id):
+    found = new_by_id.get(route_id)
+    if found is None:
+        found = by_id[route_id]
+    return (<_Entry>found).idr
+
+
+cdef dict _keyed(list entries, int which):
+    # key -> the entries of `entries` indexed under it: 0 exact hosts, 1 wildcard suffixes,
+    # 2 any host (key None).
+    cdef _Entry e
+    cdef dict out = {}
+    for e in entries:
+        if which == 0:
+            keys = e.exact_hosts
+        elif which == 1:
+            keys = e.wild_suffixes
+        else:
+            keys = (None,) if e.any_host else ()
+        for key in keys:
+            out.setdefault(key, []).append(e)
+    return out
 
 
 # The best candidate found so far. `entry` is borrowed: entries are owned by the table.
@@ -866,6 +982,15 @@ cdef object _lookup(RouteTable t, str host, str path, str method, object headers
     return _make_match(<_Entry>best.entry, path, regex_found)
 
 
+cdef enum:
+    # Changed routes above which a whole new build is cheaper than patching the previous one.
+    _PATCH_MAX = 64
+
+# Id ranks are spread over [1, _RANK_SPAN]; one added between two neighbours takes the middle.
+cdef long _RANK_SPAN = 1 << 30
+cdef long _RANK_MAX = (1 << 31) - 1
+
+
 cdef class RouteTable:
     """An immutable index of the enabled routes; build a new one to change the config."""
 
@@ -882,18 +1007,30 @@ cdef class RouteTable:
     # True when some route has header conditions: only then must the caller build the
     # header mapping for match() (it costs more than the lookup itself).
     cdef readonly bint uses_headers
+    cdef Py_ssize_t _nheaders  # how many routes have header conditions
+    # For building the next table from this one (see _patch): id -> entry, the ids sorted,
+    # and priority -> rank.
+    cdef dict _by_id
+    cdef list _sorted_ids
+    cdef dict _prio_rank
 
     def __cinit__(self):
         # An empty table even when made with RouteTable.__new__: match reads these blindly.
         self._routes = ()
         self._entries = []
         self._exact_hosts = {}
+        self._by_id = {}
+        self._sorted_ids = []
+        self._prio_rank = {}
 
     def __init__(self, routes, RouteTable previous=None):
         cdef _Entry e
         cdef _Bucket b
         cdef _Entry old
         cdef dict reuse
+        cdef Py_ssize_t i, n, spacing
+        if previous is not None and self._patch(routes, previous):
+            return
         entries = []
         if previous is None:
             entries = [_compile_route(route) for route in routes if route.enabled]
@@ -918,16 +1055,25 @@ cdef class RouteTable:
                 raise ValueError(f"duplicate route id {e.id!r}")
             ids.add(e.id)
         prio_rank = {p: i for i, p in enumerate(sorted({e.priority for e in entries}))}
-        id_rank = {route_id: i for i, route_id in enumerate(sorted(ids))}
+        # Id ranks with room between them: a route added later takes a rank between its
+        # neighbours' and every other entry keeps its own (see _patch).
+        sorted_ids = sorted(ids)
+        n = len(sorted_ids)
+        spacing = max(1, _RANK_SPAN // (n + 1))
+        id_rank = {route_id: (i + 1) * spacing for i, route_id in enumerate(sorted_ids)}
         for e in entries:
             e.prio = prio_rank[e.priority]
             e.idr = id_rank[e.id]
         self._entries = entries
         self._routes = tuple([e.route for e in entries])
-        self.uses_headers = False
+        self._by_id = {e.id: e for e in entries}
+        self._sorted_ids = sorted_ids
+        self._prio_rank = prio_rank
+        self._nheaders = 0
         for e in entries:
             if e.route.headers:
-                self.uses_headers = True
+                self._nheaders += 1
+        self.uses_headers = self._nheaders > 0
 
         exact_hosts = {}
         wildcards = {}
@@ -966,6 +1112,143 @@ cdef class RouteTable:
         self._exact_hosts = exact_hosts
         self._wildcards = wildcards or None
         self._any = any_bucket if any_bucket.max_prio >= 0 else None
+
+    cdef bint _patch(self, routes, RouteTable previous) except -1:
+        # Build this table as `previous` changed by a few routes: unchanged entries (same Route
+        # object) and the index buckets nothing changed are shared, and only the buckets of
+        # the changed routes are rebuilt. False (nothing set) when a full build is needed:
+        # many changes, a priority value the previous table did not have, no room between
+        # two id ranks, or a repeated id (the full build reports it).
+        cdef _Entry e
+        cdef _Entry old
+        cdef dict by_id = previous._by_id
+        cdef list entries = []
+        cdef list added = []
+        cdef list dropped = []
+        cdef Py_ssize_t kept = 0, pos
+        cdef long lo, hi
+        cdef int k
+        for route in routes:
+            if not route.enabled:
+                continue
+            found = by_id.get(route.id)
+            if found is not None and (<_Entry>found).route is route:
+                entries.append(found)
+                kept += 1
+                continue
+            if len(added) >= _PATCH_MAX:
+                return False
+            e = _compile_route(route)
+            if found is not None:
+                dropped.append(found)
+            added.append(e)
+            entries.append(e)
+        if kept + len(dropped) != len(by_id):
+            present = {(<_Entry>x).id for x in entries}
+            if len(present) != len(entries):
+                return False
+            for route_id, found in by_id.items():
+                if route_id not in present:
+                    dropped.append(found)
+            if len(dropped) > _PATCH_MAX:
+                return False
+        prio_rank = previous._prio_rank
+        for e in added:
+            rank = prio_rank.get(e.priority)
+            if rank is None:
+                return False
+            e.prio = rank
+        new_by_id = dict(by_id)
+        sorted_ids = previous._sorted_ids
+        copied = False
+        for old in dropped:
+            if new_by_id.get(old.id) is old:
+                del new_by_id[old.id]
+        for e in added:
+            old = by_id.get(e.id)
+            if e.id in new_by_id:
+                if old is None or new_by_id[e.id] is not old:
+                    return False  # the same new id twice
+            if old is not None:
+                e.idr = old.idr  # an edit: same id, same rank
+                new_by_id[e.id] = e
+                continue
+            if not copied:
+                sorted_ids = list(sorted_ids)
+                copied = True
+            pos = bisect_left(sorted_ids, e.id)
+            # A neighbour dropped in this change still lends its rank: the order is the same.
+            lo = _rank_of(sorted_ids[pos - 1], new_by_id, by_id) if pos > 0 else 0
+            hi = _rank_of(sorted_ids[pos], new_by_id, by_id) if pos < len(sorted_ids) else _RANK_MAX
+            if hi - lo < 2:
+                return False
+            e.idr = <int>(lo + (hi - lo) // 2)
+            sorted_ids.insert(pos, e.id)
+            new_by_id[e.id] = e
+        if len(new_by_id) != len(entries):
+            return False
+        if len(sorted_ids) != len(entries):
+            # Dropped ids leave the sorted list (kept above as rank neighbours only).
+            sorted_ids = [i for i in sorted_ids if i in new_by_id]
+
+        # The index: only the buckets under a key of a dropped or added entry change.
+        exact_hosts = previous._exact_hosts
+        drops, adds = _keyed(dropped, 0), _keyed(added, 0)
+        if drops or adds:
+            exact_hosts = dict(exact_hosts)
+            for key in set(drops) | set(adds):
+                b = _patched(exact_hosts.get(key), drops.get(key), adds.get(key), SPEC_EXACT)
+                if b is None:
+                    exact_hosts.pop(key, None)
+                else:
+                    exact_hosts[key] = b
+        wildcards = previous._wildcards
+        drops, adds = _keyed(dropped, 1), _keyed(added, 1)
+        if drops or adds:
+            wildcards = dict(wildcards or {})
+            for key in set(drops) | set(adds):
+                b = _patched(wildcards.get(key), drops.get(key), adds.get(key), <int>len(key) + 1)
+                if b is None:
+                    wildcards.pop(key, None)
+                else:
+                    wildcards[key] = b
+        any_bucket = previous._any
+        drops, adds = _keyed(dropped, 2), _keyed(added, 2)
+        if drops or adds:
+            any_bucket = _patched(previous._any, drops.get(None), adds.get(None), 0)
+
+        # Wildcard priority bounds only grow here: a bound left high by a dropped route costs
+        # a dict lookup, never a wrong answer (they prune, they do not select).
+        memcpy(self._wild_prio, previous._wild_prio, sizeof(self._wild_prio))
+        self._wild_long_prio = previous._wild_long_prio
+        self._wild_max_prio = previous._wild_max_prio
+        for e in added:
+            for suffix in e.wild_suffixes:
+                k = <int>len(suffix)
+                if k < 256:
+                    if self._wild_prio[k] < e.prio + 1:
+                        self._wild_prio[k] = e.prio + 1
+                elif self._wild_long_prio < e.prio + 1:
+                    self._wild_long_prio = e.prio + 1
+                if e.prio > self._wild_max_prio:
+                    self._wild_max_prio = e.prio
+        self._nheaders = previous._nheaders
+        for e in dropped:
+            if e.route.headers:
+                self._nheaders -= 1
+        for e in added:
+            if e.route.headers:
+                self._nheaders += 1
+        self.uses_headers = self._nheaders > 0
+        self._entries = entries
+        self._routes = tuple([(<_Entry>x).route for x in entries])
+        self._by_id = new_by_id
+        self._sorted_ids = sorted_ids
+        self._prio_rank = prio_rank
+        self._exact_hosts = exact_hosts
+        self._wildcards = wildcards or None
+        self._any = any_bucket
+        return True
 
     def __len__(self):
         return len(self._routes)

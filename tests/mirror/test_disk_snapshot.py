@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from integration.coreproc import poll
 from integration.upstreams import UpstreamSet
+from minirouter.core.mirror import private_directory
 from minirouter.store import Change
 
 from .conftest import StartCore, make_backend
@@ -130,12 +132,27 @@ def test_core_started_with_the_store_down_serves_its_disk_snapshot(
     assert health["store_behind"] is None, health
     assert core.revision() == new_rev
     assert core.metric("minirouter_store_up") == 1
-    # The disk snapshot follows.
+    # The disk snapshot follows, with the store's epoch, readable by its owner only.
     poll(
         lambda: (read_snapshot(snapshot) or {}).get("rev") == new_rev,
         5,
         message=f"the disk snapshot at revision {new_rev}",
     )
+    assert (read_snapshot(snapshot) or {}).get("epoch") == store.head()[0]
+    assert stat.S_IMODE(snapshot.stat().st_mode) == 0o600
+    assert stat.S_IMODE(snapshot.parent.stat().st_mode) & 0o077 == 0
+
+
+def test_the_snapshot_directory_is_kept_private(tmp_path: Path) -> None:
+    """The disk snapshot holds TLS private keys: 0600, in a directory others cannot read."""
+    new = tmp_path / "new" / "dir"
+    private_directory(new)
+    assert stat.S_IMODE(new.stat().st_mode) & 0o077 == 0
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    private_directory(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o750
 
 
 def test_no_store_and_no_snapshot_is_a_clear_startup_error(

@@ -109,3 +109,49 @@ def test_redis_killed_under_load_then_back_with_changes(
         assert core.revision() == rev
     finally:
         backend.close()
+
+
+def test_redis_paused_under_load(
+    redis_factory: RedisFactory, upstreams: UpstreamSet, start_core: StartCore
+) -> None:
+    """CLIENT PAUSE: the server holds every command. The mirror's calls time out (socket
+    timeout) instead of hanging, the core reports the outage, requests never notice, and it
+    resumes following the store when the pause ends."""
+    server = redis_factory(persist=False)
+    backend = StoreBackend("redis", server.url, redis=server)
+    try:
+        a, b = upstreams.http("a"), upstreams.http("b")
+        store = backend.open()
+        store.apply(
+            put(
+                upstream_item("a", a.address),
+                upstream_item("b", b.address),
+                route_item("load", "a", path="/load/"),
+            )
+        )
+        core = start_core(f"{backend.url}?socket_timeout=0.5")
+        pause = 4.0
+        with TrafficLoop(core.port, "/load/x", lambda s, n: s == 200, max_seconds=30) as traffic:
+            traffic.wait_requests(20)
+            with server.client() as admin:
+                admin.execute_command("CLIENT", "PAUSE", int(pause * 1000), "ALL")
+            poll(
+                lambda: core.store_health()["connected"] is False,
+                pause,
+                message="/healthz store.connected false during the pause",
+            )
+            assert core.metric("minirouter_store_up") == 0
+            traffic.wait_requests(20)  # served while the store is paused
+            poll(
+                lambda: core.store_health()["connected"] is True,
+                10,
+                message="/healthz store.connected true after the pause",
+            )
+            rev = store.apply(put(route_item("load", "b", path="/load/")))
+            wait_served(core.port, "/load/x", "b", 5)
+            traffic.wait_requests(20)
+        assert traffic.failures == [], traffic.failures[:10]
+        assert core.revision() == rev
+        assert core.metric("minirouter_store_up") == 1
+    finally:
+        backend.close()

@@ -21,6 +21,7 @@ from .support import (
     put,
     route_item,
     upstream_item,
+    wait_served,
 )
 
 
@@ -130,50 +131,108 @@ def test_core_from_disk_snapshot_meets_an_empty_store(
         backend.close()
 
 
-EPOCH_DEFECT = (
-    "DEFECT: the mirror identifies the store's history by revision number alone. A store that "
-    "was reset and written again up to or past the revision a core serves (redis restarted "
-    "without persistence, then republished) is taken for the same history: changes_since(N) "
-    "returns the new history's records N+1.. and core/mirror.py _catch_up applies them on top "
-    "of the old config, so the core serves a mix of both (routes the store no longer has, "
-    "without routes it does have), reports connected, store_behind null and the store's "
-    "revision. A store id / epoch (written with revision 1, checked on every reconnect) would "
-    "tell the histories apart"
-)
+class Reset:
+    """Wipe the store behind a core: Redis restarted without persistence, SQLite rows deleted
+    (the file's epoch row stays: only the first write after revision 0 starts a history)."""
+
+    def __init__(self, backend: StoreBackend) -> None:
+        self.backend = backend
+
+    def __call__(self) -> None:
+        if self.backend.redis is not None:
+            self.backend.redis.kill()
+            self.backend.redis.start()
+        else:
+            self.backend.raw_reset()
 
 
-@pytest.mark.xfail(strict=True, reason=EPOCH_DEFECT)
+@pytest.mark.parametrize("name", ["redis", "sqlite"])
 def test_store_reset_and_republished_while_the_core_was_away(
-    redis_factory: RedisFactory, upstreams: UpstreamSet, start_core: StartCore
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    name: str,
+    upstreams: UpstreamSet,
+    start_core: StartCore,
 ) -> None:
-    server = redis_factory(persist=False)
-    backend = StoreBackend("redis", server.url, redis=server)
+    """The store's epoch tells the histories apart: the core reloads the new one whole, even
+    though its revision is past the core's."""
+    if name == "redis":
+        factory: RedisFactory = request.getfixturevalue("redis_factory")
+        server = factory(persist=False)
+        backend = StoreBackend("redis", server.url, redis=server)
+    else:
+        backend = make_backend(request, "sqlite", tmp_path)
     try:
         rev = seed(backend, upstreams)  # r1, r2, r3 at revision 3
+        old_epoch = backend.open().head()[0]
         core = start_core(backend.url)
         assert core.revision() == rev
+        assert core.store_health()["epoch"] == old_epoch
         core.pause()  # away: neither serving nor reading the store
         try:
-            server.kill()
-            server.start()  # empty
+            Reset(backend)()
             a = upstreams.http("a2")
             store = backend.open()
             store.apply(put(upstream_item("a", a.address)))
             for rid in ("n2", "n3", "n4", "n5"):
                 store.apply(put(route_item(rid, "a")))
-            assert store.current_rev() == 5
+            new_epoch, new_rev = store.head()
+            assert new_rev == 5 and new_epoch != old_epoch
         finally:
             core.resume()
         poll(lambda: core.revision() == 5, 10, message="the core at revision 5")
-        # Whatever it decides (reload, or keep its config and report the store behind), it must
-        # not serve a mix of two histories.
-        routes = {rid: get(core.port, f"/{rid}/x")[0] for rid in ("r1", "n2", "n5")}
+        # Exactly the store's config: nothing of the old history mixed in.
+        routes = {rid: get(core.port, f"/{rid}/x") for rid in ("r1", "r3", "n2", "n5")}
+        assert routes == {
+            "r1": (404, None),
+            "r3": (404, None),
+            "n2": (200, "a2"),
+            "n5": (200, "a2"),
+        }, routes
         health = core.store_health()
-        assert routes in (
-            {"r1": 404, "n2": 200, "n5": 200},  # reloaded: exactly the store's config
-            {"r1": 200, "n2": 404, "n5": 404},  # kept its own, and says why
-        ), (routes, health)
-        if routes["r1"] == 200:
-            assert health["store_behind"] is not None, health
+        assert (health["epoch"], health["store_behind"]) == (new_epoch, None), health
+        # And it follows the new history.
+        rev6 = store.apply(put(route_item("n6", "a")))
+        wait_served(core.port, "/n6/x", "a2", 5)
+        assert core.revision() == rev6
+    finally:
+        backend.close()
+
+
+def test_an_older_copy_of_the_same_history_written_past_the_core(
+    redis_factory: RedisFactory, upstreams: UpstreamSet, start_core: StartCore
+) -> None:
+    """A Redis restored from a copy older than the core's revision, then written past it while
+    the core was away: same epoch, same revision numbers, other changes. The core notices that
+    its last revision is not the store's and reloads."""
+    server = redis_factory(persist=True)
+    backend = StoreBackend("redis", server.url, redis=server)
+    try:
+        a = upstreams.http("a")
+        store = backend.open()
+        store.apply(put(upstream_item("a", a.address), route_item("r1", "a")))
+        assert store.apply(put(route_item("r2", "a"))) == 2
+        server.shutdown()  # the append-only file is flushed: copy it at revision 2
+        copy = server.workdir / "copy"
+        shutil.copytree(server.workdir / "appendonlydir", copy)
+        server.start()
+        core = start_core(backend.url)
+        assert store.apply(put(route_item("r3", "a"))) == 3  # applied from the stream
+        wait_served(core.port, "/r3/x", "a", 5)
+        core.pause()
+        try:
+            server.kill()
+            shutil.rmtree(server.workdir / "appendonlydir")
+            shutil.copytree(copy, server.workdir / "appendonlydir")
+            server.start()
+            writer = backend.open()
+            assert writer.current_rev() == 2
+            writer.apply(put(route_item("f3", "a")))
+            assert writer.apply(put(route_item("f4", "a"))) == 4
+        finally:
+            core.resume()
+        poll(lambda: core.revision() == 4, 10, message="the core at revision 4")
+        routes = {rid: get(core.port, f"/{rid}/x")[0] for rid in ("r2", "r3", "f3", "f4")}
+        assert routes == {"r2": 200, "r3": 404, "f3": 200, "f4": 200}, routes
     finally:
         backend.close()

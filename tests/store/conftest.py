@@ -147,6 +147,18 @@ class Backend:
             with redis.Redis.from_url(self.url) as client:
                 client.hset(f"{{minirouter}}:{kind}", item_id, text)
 
+    def reset(self) -> None:
+        """Empty the store behind minirouter's back: a Redis restarted without persistence
+        (every key gone), a SQLite file whose rows were deleted (its epoch row stays)."""
+        if self.path is not None:
+            with contextlib.closing(sqlite3.connect(self.path)) as conn, conn:
+                conn.execute("DELETE FROM items")
+                conn.execute("DELETE FROM changes")
+                conn.execute("UPDATE meta SET rev = 0 WHERE id = 0")
+        else:
+            with redis.Redis.from_url(self.url) as client:
+                client.flushdb()
+
     def close(self) -> None:
         for store in self.opened:
             store.close()

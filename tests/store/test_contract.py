@@ -17,7 +17,9 @@ from minirouter.store import (
 )
 
 from .conftest import Backend
-from .helpers import put, route, strip_time, upstream
+from .helpers import put, route, self_signed, strip_time, upstream
+
+CERT, KEY = self_signed("example.com")
 
 FULL = {
     "upstreams": [
@@ -48,8 +50,8 @@ FULL = {
         {
             "id": "example",
             "names": ["example.com", "*.example.com"],
-            "cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-            "key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+            "cert": CERT,
+            "key": KEY,
         }
     ],
 }

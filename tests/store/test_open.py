@@ -64,7 +64,12 @@ def test_redis_url_prefix_and_info(redis_url: str) -> None:
         assert str(info["server"]).startswith("redis ")
         assert (info["backend"], info["rev"]) == ("redis", 1)
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        assert sorted(client.keys()) == ["{blue}:changes", "{blue}:rev", "{blue}:upstreams"]
+        assert sorted(client.keys()) == [
+            "{blue}:changes",
+            "{blue}:epoch",
+            "{blue}:rev",
+            "{blue}:upstreams",
+        ]
         assert client.xrange("{blue}:changes")[0][0] == "1-1"
     with pytest.raises(StoreError, match="invalid key prefix"):
         open_store(redis_url + "?prefix=a*b")

@@ -25,4 +25,5 @@ from minirouter.cli import fleet_cmd as _fleet_cmd  # noqa: E402,F401  (nodes, s
 from minirouter.cli import history_cmd as _history_cmd  # noqa: E402,F401  (history, rollback)
 from minirouter.cli import items_cmd as _items_cmd  # noqa: E402,F401  (route, upstream, listener, cert)
 from minirouter.cli import match_cmd as _match_cmd  # noqa: E402,F401  (match)
+from minirouter.cli import republish_cmd as _republish_cmd  # noqa: E402,F401  (republish)
 from minirouter.cli import serve_cmd as _serve_cmd  # noqa: E402,F401  (control, up)

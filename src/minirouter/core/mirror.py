@@ -7,6 +7,12 @@ as a whole new table. The store is never read on the request path; when it goes
 away the core keeps serving what it has, reconnects with backoff and jitter, and
 resumes from the last revision it applied. The last applied snapshot is kept on
 disk so that a core started while the store is down can serve.
+
+A revision number names a config only within one history of the store: the mirror
+also follows the store's epoch (see `minirouter.store.Store`) and, to catch a store
+restored from an older copy of the same history, the time stamp of the last revision
+it applied. Another history is never spliced onto the config served: it is reloaded
+whole, or, if it is behind, not applied at all until an operator republishes.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import os
 import random
 import socket
+import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,6 +84,11 @@ class Mirror:
         self.node = node_id(state.settings.worker_index)
         self.items: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
         self.rev = 0
+        self.epoch = ""  # the store history `rev` belongs to ("" unknown, or none yet)
+        # (rev, at) of the last revision applied from a change record: to tell, on reconnect,
+        # whether the store's revision `rev` is still the one applied (a restored older copy
+        # of the same history may have been written past it).
+        self._stamp: tuple[int, float] | None = None
         self.connected = False
         self.outage_since: float | None = None
         self.invalid: dict[str, str] = {}
@@ -85,9 +97,10 @@ class Mirror:
         self._snapshot_dirty = False
         self._last_change = 0.0
         self._last_write = 0.0
-        # JSON of each item as stored, kept so the local snapshot is written without
-        # re-serialising 10k dataclasses (that held the GIL for ~130 ms every second).
-        self._raw: dict[tuple[str, str], Any] = {}
+        # JSON text of each item, kept so that writing the local snapshot is a join of
+        # strings: serialising 10k items in the writer thread held the GIL long enough to
+        # delay the requests (and the next change) on the event loop.
+        self._raw: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
 
     def _open(self) -> Store:
         if self.store is None:
@@ -155,9 +168,16 @@ class Mirror:
             if good is not None and kind in items:
                 items[kind][item_id] = good
         self.items = items
-        self._raw.clear()
+        # The store's own texts: the first disk write after a load costs a join, not the
+        # serialisation of every item.
+        self._raw = {kind: dict(snap.texts.get(kind, {})) for kind in KINDS}
+        for key in snap.invalid:
+            kind, _, item_id = key.partition("/")
+            self._raw.get(kind, {}).pop(item_id, None)  # we may keep serving our own version
         self._report_invalid(snap.invalid)
         self.rev = snap.rev
+        self.epoch = snap.epoch
+        self._stamp = None
         self._swap()
         self.from_disk = False
         self.state.store_behind = None
@@ -171,11 +191,16 @@ class Mirror:
             data = json.loads(path.read_text())
             config = config_from_dict(data["config"])
             rev = int(data["rev"])
+            epoch = str(data.get("epoch") or "")  # written before epochs existed: unknown
+            at = data.get("at")
+            stamp = (rev, float(at)) if isinstance(at, int | float) else None
         except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
             log.error("local snapshot %s is unusable: %s", path, exc)
             return False
         self.items = _config_items(config)
         self.rev = rev
+        self.epoch = epoch
+        self._stamp = stamp
         self.from_disk = True
         self._swap()
         self._snapshot_dirty = False  # it is what is on disk already
@@ -197,7 +222,8 @@ class Mirror:
                     await self._catch_up()
                 store = self._open()
                 # aclosing: a cancelled or failed watch releases its connection at once.
-                async with contextlib.aclosing(store.watch(self.rev)) as changes:
+                watch = store.watch(self.rev, self.epoch or None)
+                async with contextlib.aclosing(watch) as changes:
                     async for batch in changes:
                         self.apply_batch(batch)
                         delay = BACKOFF_MIN
@@ -221,30 +247,61 @@ class Mirror:
     async def _catch_up(self) -> None:
         from minirouter.store.errors import TrimmedError
 
-        current = await asyncio.to_thread(lambda: self._open().current_rev())
+        epoch, current = await asyncio.to_thread(lambda: self._open().head())
         if current < self.rev:
             # The store came back empty or older than what we serve: never apply it blindly.
             # Keep serving and say so; an operator republishes.
             if self.state.store_behind is None:
                 log.error(
-                    "the config store is at revision %d, behind the %d this core serves: "
-                    "keeping the local config; republish it (minirouter apply) to resync",
+                    "the config store is at revision %d, behind the %d this core serves "
+                    "(restarted empty? restored from an old copy?): keeping the config served "
+                    "and not following the store until it is republished: minirouter "
+                    "republish --from-snapshot %s",
                     current,
                     self.rev,
+                    self.snapshot_path or "<this core's --snapshot file>",
                 )
             self.state.store_behind = (current, self.rev)
             self._reachable()
             raise _StoreBehind(current)
+        if self.rev > 0 and epoch != self.epoch:
+            # Reset (or republished) and written up to or past our revision meanwhile: its
+            # revisions are not ours, only a whole snapshot of it is trustworthy.
+            log.warning(
+                "the config store holds another history (epoch %s, this core followed %s) "
+                "at revision %d: loading it whole",
+                epoch or "none",
+                self.epoch or "unknown",
+                current,
+            )
+            await self._load_snapshot()
+            return
         if self.state.store_behind is not None:
             # It was behind us and has moved past: its history is not the one we applied
             # (reset, then republished), so only a whole snapshot is trustworthy.
             await self._load_snapshot()
             return
+        stamp = self._stamp if self._stamp is not None and self._stamp[0] == self.rev else None
+        since = self.rev - 1 if stamp is not None else self.rev
         try:
-            batch = await asyncio.to_thread(lambda: self._open().changes_since(self.rev))
+            batch = await asyncio.to_thread(
+                lambda: self._open().changes_since(since, self.epoch or None)
+            )
         except TrimmedError:
             await self._load_snapshot()
             return
+        if stamp is not None:
+            ours = [rec.at for rec in batch if rec.rev == self.rev]
+            if ours[-1:] != [stamp[1]]:
+                # Same history, but its revision `rev` is not the one applied: a copy older
+                # than our revision was restored and written past it.
+                log.warning(
+                    "the config store's revision %d is not the one this core applied "
+                    "(restored from an older copy?): loading it whole",
+                    self.rev,
+                )
+                await self._load_snapshot()
+                return
         if batch:
             self.apply_batch(batch)
         self.from_disk = False
@@ -260,6 +317,9 @@ class Mirror:
                 continue  # already applied (a resumed watch may repeat the edge)
             # Counted as applied even if every item in it is skipped below.
             last = max(last, rec.rev)
+            self._stamp = (rec.rev, rec.at)
+            if rec.epoch:
+                self.epoch = rec.epoch
             key = f"{rec.kind}/{rec.id}"
             if rec.kind not in self.items:
                 continue
@@ -267,7 +327,7 @@ class Mirror:
             if rec.op == "delete":
                 previous.setdefault(slot, self.items[rec.kind].get(rec.id))
                 changed |= self.items[rec.kind].pop(rec.id, None) is not None
-                self._raw.pop(slot, None)
+                self._raw[rec.kind].pop(rec.id, None)
                 self.invalid.pop(key, None)
                 continue
             try:
@@ -280,14 +340,14 @@ class Mirror:
                 continue
             previous.setdefault(slot, self.items[rec.kind].get(rec.id))
             self.items[rec.kind][rec.id] = item
-            self._raw[slot] = rec.after
+            self._raw[rec.kind][rec.id] = _json_text(rec.after)
             self.invalid.pop(key, None)
             changed = True
         changed |= self._check_references(previous)
         if last > self.rev:
             self.rev = last
             if changed:
-                self._swap()
+                self._swap(routes_changed=any(kind == "routes" for kind, _ in previous))
             else:
                 self.state.revision = last
                 self.state.metrics.set_revision(last)
@@ -305,7 +365,7 @@ class Mirror:
             if item is None or target is None or target in upstreams:
                 continue
             self._report_invalid({f"{kind}/{item_id}": f"upstream {target!r} does not exist"})
-            self._raw.pop((kind, item_id), None)
+            self._raw[kind].pop(item_id, None)
             if before is None:
                 del self.items[kind][item_id]
             else:
@@ -313,9 +373,9 @@ class Mirror:
             undone = True
         return undone
 
-    def _swap(self) -> None:
+    def _swap(self, routes_changed: bool | None = None) -> None:
         config = _config_of(self.items)
-        if self.state.apply(config, revision=self.rev):
+        if self.state.apply(config, revision=self.rev, routes_changed=routes_changed):
             self._snapshot_dirty = True
             self._last_change = time.monotonic()
 
@@ -357,6 +417,7 @@ class Mirror:
             now = time.monotonic()
             info: dict[str, str | int | float] = {
                 "rev": self.rev,
+                "epoch": self.epoch,
                 "version": __version__,
                 "started": started,
                 "pid": os.getpid(),
@@ -419,23 +480,58 @@ class Mirror:
         path = self.snapshot_path
         if path is None:
             return
-        raw = self._raw
-        config: dict[str, list[Any]] = {}
+        sections: list[str] = []
         for kind in KINDS:
-            out = config[kind] = []
+            raw = self._raw[kind]
+            texts: list[str] = []
             for item_id, item in list(self.items[kind].items()):
-                value = raw.get((kind, item_id))
-                if value is None:
-                    value = raw[(kind, item_id)] = to_dict(item)
-                out.append(value)
-        data = {"rev": self.rev, "config": config}
-        path.parent.mkdir(parents=True, exist_ok=True)
+                text = raw.get(item_id)
+                if text is None:
+                    text = raw[item_id] = _json_text(to_dict(item))
+                texts.append(text)
+            sections.append(f'"{kind}":[{",".join(texts)}]')
+        stamp = self._stamp if self._stamp is not None and self._stamp[0] == self.rev else None
+        head = {"rev": self.rev, "epoch": self.epoch, "at": stamp[1] if stamp else None}
+        text = f'{_json_text(head)[:-1]},"config":{{{",".join(sections)}}}}}'
+        private_directory(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
+        # 0600 from the first byte: the snapshot holds the certificates' private keys.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)  # also if a stale temp file of ours was there with other bits
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic: a reader sees the old or the new file, never half
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def private_directory(directory: Path) -> None:
+    """Make `directory` (mode 0700 if it is new) and keep other users out of it.
+
+    An existing directory of ours that others may read or enter loses those bits; one that
+    is not ours (or a shared sticky one like /tmp) is left alone, with a warning.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = directory.stat()
+    if not st.st_mode & 0o007:
+        return
+    if st.st_uid == os.getuid() and not st.st_mode & stat.S_ISVTX:
+        os.chmod(directory, stat.S_IMODE(st.st_mode) & ~0o007)
+        return
+    if directory not in _WARNED_DIRECTORIES:
+        _WARNED_DIRECTORIES.add(directory)
+        log.warning(
+            "the local snapshot's directory %s is open to other users; the snapshot itself is "
+            "0600, but prefer a directory of its own (mode 0700)",
+            directory,
+        )
+
+
+_WARNED_DIRECTORIES: set[Path] = set()
 
 
 class StartupError(Exception):

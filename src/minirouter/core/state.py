@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import operator
 import os
 import time
 from collections.abc import Callable
@@ -83,15 +84,21 @@ class RouterState:
         finally:
             gc.enable()
 
-    def apply(self, config: Config, revision: int | None = None) -> bool:
+    def apply(
+        self, config: Config, revision: int | None = None, routes_changed: bool | None = None
+    ) -> bool:
         """Swap in a validated config: new table and balancers, then one assignment each.
 
         `revision` is the store's revision in store mode; a file's loads are counted from 1.
+        `routes_changed=False`: the caller knows that the routes are the very objects of the
+        current config (only other kinds changed), so the table is kept without comparing them.
         """
         current = self.table
         try:
-            if len(current.routes) == len(config.routes) and all(
-                a is b for a, b in zip(current.routes, config.routes, strict=True)
+            if routes_changed is False or (
+                routes_changed is None
+                and len(current.routes) == len(config.routes)
+                and all(map(operator.is_, current.routes, config.routes))
             ):
                 table = current  # only upstreams changed: the routes are the very same objects
             else:
@@ -174,6 +181,7 @@ class RouterState:
                 "from_local_snapshot": mirror.from_disk,
                 "invalid_items": dict(mirror.invalid),
                 "store_behind": list(self.store_behind) if self.store_behind else None,
+                "epoch": mirror.epoch,
             }
         return info | {
             "revision": self.revision,

@@ -11,6 +11,7 @@ import abc
 import json
 import random
 import re
+import secrets
 import time
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, cast
 from urllib.parse import parse_qsl, urlencode
 
-from minirouter.model import Config, Item, ValidationError, from_dict, kind_of
+from minirouter.model import KINDS, Config, Item, ValidationError, from_dict, kind_of
 
 from .errors import ConflictError, NotFoundError, StoreError
 
@@ -59,6 +60,7 @@ class ChangeRecord:
     """One stored change: revision `rev`, position `seq` (1..) among the changes of that apply.
 
     `before` / `after` are the item's JSON shape (None: absent, or not a JSON object).
+    `epoch` names the history the record belongs to ("" if the store did not say).
     """
 
     rev: int
@@ -70,6 +72,7 @@ class ChangeRecord:
     after: dict[str, Any] | None
     actor: str
     at: float
+    epoch: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +80,29 @@ class Snapshot:
     """The whole config at revision `rev`, read atomically.
 
     `invalid` maps "kind/id" to why a stored value was left out of `config` (invalid JSON or
-    item, or an upstream reference to an upstream that is not stored at all).
+    item, or an upstream reference to an upstream that is not stored at all). `epoch` names
+    the history `rev` belongs to (see `Store.head`). `texts` holds the stored JSON text of
+    each item of `config` (kind -> id -> text), for a reader that keeps a copy on disk.
     """
 
     rev: int
     config: Config
     invalid: Mapping[str, str] = field(default_factory=dict)
+    epoch: str = ""
+    texts: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False)
 
 
 class Store(abc.ABC):
     """A revisioned config store. Synchronous and thread-safe; `watch` is async.
 
     Every error raised is a `StoreError` (see `errors.py`) or a `ValidationError`.
+
+    A revision number alone does not name a config: a store that is wiped (a Redis restarted
+    without persistence) starts again at revision 0 and may be written up to and past the
+    revision a reader knows. So the store also holds an *epoch*, a random id that names its
+    history: a new one is written with the first revision after revision 0 and by
+    `republish`; it never changes otherwise. A reader that knows (epoch, rev) resumes with
+    `changes_since(rev, epoch)`, which refuses (TrimmedError) to splice another history on.
     """
 
     url: str  # without the password: safe to log
@@ -117,16 +131,25 @@ class Store(abc.ABC):
         """The current revision (0 for an empty, never written store)."""
 
     @abc.abstractmethod
-    def changes_since(self, rev: int) -> list[ChangeRecord]:
+    def head(self) -> tuple[str, int]:
+        """(epoch, current revision), read together; the epoch is "" for a never written store
+        (and for one written before epochs existed, until its next write)."""
+
+    @abc.abstractmethod
+    def changes_since(self, rev: int, epoch: str | None = None) -> list[ChangeRecord]:
         """Every change with a revision above `rev`, oldest first.
 
-        Raises TrimmedError if the history no longer reaches back to `rev` + 1, or if `rev` is
-        newer than the store (the store was reset): reload the snapshot then.
+        Raises TrimmedError if the history no longer reaches back to `rev` + 1, if `rev` is
+        newer than the store (the store was reset), or if `epoch` is given (not empty) and is
+        not the store's (another history): reload the snapshot then.
         """
 
     @abc.abstractmethod
-    def watch(self, rev: int) -> AsyncGenerator[list[ChangeRecord], None]:
+    def watch(self, rev: int, epoch: str | None = None) -> AsyncGenerator[list[ChangeRecord], None]:
         """Yield the changes after `rev` as they happen, in batches of complete revisions.
+
+        With `epoch` (not empty) the history followed must be that one, from the start;
+        without it, the epoch of the first record seen.
 
         Close the generator when done (``contextlib.aclosing``): that releases its connection.
 
@@ -161,6 +184,24 @@ class Store(abc.ABC):
             except ConflictError:
                 conflict_backoff(attempt)  # someone wrote meanwhile: recompute from history
         raise ConflictError(self.current_rev())
+
+    def republish(self, config: Config, min_rev: int = 0, actor: str = "") -> int:
+        """Make `config` the whole stored config, as a NEW history; return its revision.
+
+        For an operator restoring a config the cores serve (from a core's local snapshot or an
+        export) into a store that came back empty or older. One revision, numbered
+        max(current + 1, `min_rev`), with a new epoch: every reader treats it as another
+        history and reloads the whole snapshot, and a reader at a revision below it accepts
+        it (a reader above it keeps what it has: pass `min_rev` above every core's revision).
+        Items not in `config` are deleted; ValidationError (nothing written) if `config` is
+        not consistent.
+        """
+        check_rev(min_rev)
+        return self._republish(config, min_rev, actor)
+
+    @abc.abstractmethod
+    def _republish(self, config: Config, min_rev: int, actor: str) -> int:
+        """`republish`, done atomically by the backend."""
 
     # -- fleet ----------------------------------------------------------------------------------
 
@@ -265,6 +306,23 @@ class Store(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
+
+
+def new_epoch() -> str:
+    """A fresh epoch: random, 16 hex digits."""
+    return secrets.token_hex(8)
+
+
+def replacement_changes(config: Config, stored: Mapping[str, Iterable[str]]) -> list[Change]:
+    """The changes that turn a store holding the ids `stored` (kind -> ids) into `config`:
+    a delete of every stored item `config` lacks, then a put of every item of `config`."""
+    changes: list[Change] = []
+    for kind in KINDS:
+        wanted = {item.id for item in getattr(config, kind)}
+        changes += [Change.delete(kind, i) for i in sorted(stored.get(kind, ())) if i not in wanted]
+    for kind in ("upstreams", *(k for k in KINDS if k != "upstreams")):
+        changes += [Change.put(item) for item in getattr(config, kind)]
+    return changes
 
 
 def undo_changes(records: Sequence[ChangeRecord]) -> list[Change]:

@@ -31,9 +31,10 @@ class RawRecord:
     after: str | None
     actor: str
     at: float
+    epoch: str = ""  # the history it belongs to; "" when the store keeps it elsewhere
 
-    def record(self) -> ChangeRecord:
-        """The public form, with the JSON parsed."""
+    def record(self, epoch: str = "") -> ChangeRecord:
+        """The public form, with the JSON parsed; `epoch` if the record names none itself."""
         return ChangeRecord(
             self.rev,
             self.seq,
@@ -44,6 +45,7 @@ class RawRecord:
             _json_object(self.after),
             self.actor,
             self.at,
+            self.epoch or epoch,
         )
 
 
@@ -62,11 +64,14 @@ class Sequencer:
 
     `feed` takes the next stored records in order and returns the records of the revisions
     they complete; it raises TrimmedError at the first record that does not continue the
-    history without a hole (the stream was trimmed past us, or written behind our back).
+    history without a hole (the stream was trimmed past us, or written behind our back), or
+    that names another epoch than `epoch` (the store was reset and written again). With no
+    `epoch` ("") it takes the first one a record names.
     """
 
-    def __init__(self, rev: int) -> None:
+    def __init__(self, rev: int, epoch: str = "") -> None:
         self.rev = rev  # the last revision returned complete
+        self.epoch = epoch
         self._pending: list[RawRecord] = []
 
     @property
@@ -89,24 +94,45 @@ class Sequencer:
                     f"the change history has a gap after revision {self.rev}: "
                     f"next stored change is {raw.rev}.{raw.seq}"
                 )
+            if raw.epoch:
+                if not self.epoch:
+                    self.epoch = raw.epoch
+                elif raw.epoch != self.epoch:
+                    raise TrimmedError(
+                        f"change {raw.rev}.{raw.seq} belongs to another history (epoch "
+                        f"{raw.epoch}, not {self.epoch}): the store was reset"
+                    )
             self._pending.append(raw)
             if raw.seq >= raw.n:  # the revision is complete
-                done.extend(r.record() for r in self._pending)
+                done.extend(r.record(self.epoch) for r in self._pending)
                 self.rev = raw.rev
                 self._pending.clear()
         return done
 
 
-def complete_history(rev: int, current: int, raws: Iterable[RawRecord]) -> list[ChangeRecord]:
-    """The records after `rev` given every stored record after it and the current revision.
+def complete_history(
+    rev: int,
+    current: int,
+    raws: Iterable[RawRecord],
+    epoch: str = "",
+    expected: str | None = None,
+) -> list[ChangeRecord]:
+    """The records after `rev` given every stored record after it, the current revision and
+    the store's `epoch`.
 
-    Raises TrimmedError unless they reach from `rev` + 1 to `current` without a hole.
+    Raises TrimmedError unless they reach from `rev` + 1 to `current` without a hole, and,
+    if `expected` is given (not empty), unless the store's epoch is `expected`.
     """
+    if expected and epoch != expected:
+        raise TrimmedError(
+            f"the store holds another history (epoch {epoch or 'none'}, not {expected}): "
+            "it was reset or republished"
+        )
     if rev > current:
         raise TrimmedError(
             f"revision {rev} is newer than the store's {current} (was the store reset?)"
         )
-    sequencer = Sequencer(rev)
+    sequencer = Sequencer(rev, epoch)
     records = sequencer.feed(raws)
     if sequencer.rev != current or sequencer.position is not None:
         raise TrimmedError(

@@ -32,7 +32,7 @@ from redis.connection import DefaultParser
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
-from minirouter.model import KINDS
+from minirouter.model import KINDS, Config
 
 from . import lua
 from .base import (
@@ -48,7 +48,9 @@ from .base import (
     check_rev,
     conflict_backoff,
     int_param,
+    new_epoch,
     redact_url,
+    replacement_changes,
     split_params,
 )
 from .errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, TrimmedError
@@ -59,6 +61,11 @@ __all__ = ["RedisStore"]
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MAX_SEQ = 2**64 - 1  # "<rev>-<max>": the position after every entry of revision <rev>
+# Socket timeouts unless the URL sets its own: without them a call to a server that stops
+# answering (CLIENT PAUSE, a frozen host, a dropped network) waits forever, and with it the
+# thread that made it. A watch's XREAD blocks for less than half the read timeout.
+DEFAULT_SOCKET_TIMEOUT = 5.0
+DEFAULT_CONNECT_TIMEOUT = 3.0
 _SENTINEL_OPTIONS = {
     "socket_timeout": float,
     "socket_connect_timeout": float,
@@ -118,6 +125,7 @@ class RedisStore(Store):
         self._watch_block = watch_block
         p = "{" + self.prefix + "}"
         self._rev_key = f"{p}:rev"
+        self._epoch_key = f"{p}:epoch"
         self._stream = f"{p}:changes"
         self._hashes = {kind: f"{p}:{kind}" for kind in KINDS}
         self._node_prefix = f"{p}:nodes:"
@@ -144,6 +152,11 @@ class RedisStore(Store):
         # retried EVALSHA could apply twice; callers get StoreUnavailable at once instead.
         common: dict[str, Any] = {"decode_responses": True, "protocol": 2}
         if not url.startswith("redis+sentinel:"):
+            # Defaults: options given in the URL win over keyword arguments in from_url.
+            common |= {
+                "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
+                "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+            }
             client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
 
             def make_async() -> tuple[redis.asyncio.Redis, Callable[[], Any]]:
@@ -199,29 +212,34 @@ class RedisStore(Store):
         """Read every hash and the revision in one MULTI/EXEC."""
         pipe = self._client.pipeline(transaction=True)
         pipe.get(self._rev_key)
+        pipe.get(self._epoch_key)
         for kind in KINDS:
             pipe.hgetall(self._hashes[kind])
-        rev, *hashes = pipe.execute()
+        rev, epoch, *hashes = pipe.execute()
         raw = {kind: cast(dict[str, str], h) for kind, h in zip(KINDS, hashes, strict=True)}
-        self._state = ConfigState(_int(rev), raw, self._state)
+        self._state = ConfigState(_int(rev), raw, self._state, epoch or "")
         return self._state
 
-    def _read_changes(self, rev: int) -> tuple[int, list[RawRecord]]:
-        """The current revision and every stream entry after revision `rev`, atomically."""
+    def _read_changes(self, rev: int) -> tuple[int, str, list[RawRecord]]:
+        """The current revision, the epoch and every stream entry after revision `rev`,
+        atomically."""
         pipe = self._client.pipeline(transaction=True)
         pipe.get(self._rev_key)
+        pipe.get(self._epoch_key)
         pipe.xrange(self._stream, f"{rev + 1}-0", "+")
-        current, entries = pipe.execute()
-        return _int(current), [_raw_record(e) for e in entries]
+        current, epoch, entries = pipe.execute()
+        return _int(current), epoch or "", [_raw_record(e) for e in entries]
 
     def _refresh(self) -> tuple[ConfigState, bool]:
         """The state at the current revision, and whether it was loaded whole just now."""
         state = self._state
         if state is None:
             return self._load(), True
-        current, raws = self._read_changes(state.rev)
+        current, epoch, raws = self._read_changes(state.rev)
         try:
-            complete_history(state.rev, current, raws)
+            complete_history(state.rev, current, raws, epoch, state.epoch or None)
+            if epoch != state.epoch:
+                raise TrimmedError("another history")  # e.g. the first write of a new one
         except TrimmedError:
             return self._load(), True  # too far behind, or the store was reset
         state.advance_records(raws)
@@ -234,6 +252,14 @@ class RedisStore(Store):
     def current_rev(self) -> int:
         with self._errors():
             return _int(self._client.get(self._rev_key))
+
+    def head(self) -> tuple[str, int]:
+        with self._errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.get(self._epoch_key)
+            pipe.get(self._rev_key)
+            epoch, rev = pipe.execute()
+        return epoch or "", _int(rev)
 
     def apply(
         self, changes: Sequence[Change], expect_rev: int | None = None, actor: str = ""
@@ -256,9 +282,9 @@ class RedisStore(Store):
                     planned = state.plan(changes)
                 if not planned:
                     return state.rev
-                status, value = self._run_apply(state.rev, planned, actor)
+                status, value, epoch = self._run_apply(state.rev, planned, actor)
                 if status == "ok":
-                    state.advance(value, planned)
+                    state.advance(value, planned, epoch)
                     return value
                 if status == "conflict":
                     if expect_rev is not None:
@@ -273,7 +299,35 @@ class RedisStore(Store):
                     )
             raise ConflictError(self.current_rev())
 
-    def _run_apply(self, rev: int, planned: Sequence[Planned], actor: str) -> tuple[str, int]:
+    def _republish(self, config: Config, min_rev: int, actor: str) -> int:
+        with self._errors(), self._lock:
+            for attempt in range(CONFLICT_ATTEMPTS):
+                # Read whole: a republish follows a reset, when no cached state can be trusted.
+                state = self._load()
+                planned = state.plan(replacement_changes(config, state.stored_ids()))
+                status, value, epoch = self._run_apply(
+                    state.rev, planned, actor, new_history=True, min_rev=min_rev
+                )
+                if status == "ok":
+                    state.advance(value, planned, epoch)
+                    return value
+                if status == "ahead":
+                    raise StoreError(
+                        f"store {self.url}: {self._stream} holds revision {value} but "
+                        f"{self._rev_key} is {state.rev}; was {self._rev_key} reset or deleted?"
+                    )
+                conflict_backoff(attempt)  # written meanwhile: plan again from what is stored
+            raise ConflictError(self.current_rev())
+
+    def _run_apply(
+        self,
+        rev: int,
+        planned: Sequence[Planned],
+        actor: str,
+        *,
+        new_history: bool = False,
+        min_rev: int = 0,
+    ) -> tuple[str, int, str]:
         checks: list[str] = []
         seen: set[tuple[str, str]] = set()
         for change in planned:
@@ -289,23 +343,33 @@ class RedisStore(Store):
             repr(time.time()),
             len(seen),
             len(planned),
+            new_epoch(),
+            "1" if new_history else "0",
+            min_rev,
             *checks,
         ]
         for change in planned:
             args += [change.kind, change.id, change.op, change.before or "", change.after or ""]
-        keys = [self._rev_key, self._stream, *(self._hashes[kind] for kind in KINDS)]
+        keys = [
+            self._rev_key,
+            self._stream,
+            *(self._hashes[kind] for kind in KINDS),
+            self._epoch_key,
+        ]
         try:
             result = self._client.evalsha(lua.APPLY_SHA, len(keys), *keys, *args)
         except NoScriptError:
             result = self._client.eval(lua.APPLY, len(keys), *keys, *args)
         status = str(result[0])
-        return status, (int(result[1]) if status != "stale" else 0)
+        if status == "ok":
+            return status, int(result[1]), str(result[2])
+        return status, (int(result[1]) if status != "stale" else 0), ""
 
-    def changes_since(self, rev: int) -> list[ChangeRecord]:
+    def changes_since(self, rev: int, epoch: str | None = None) -> list[ChangeRecord]:
         check_rev(rev)
         with self._errors():
-            current, raws = self._read_changes(rev)
-        return complete_history(rev, current, raws)
+            current, stored_epoch, raws = self._read_changes(rev)
+        return complete_history(rev, current, raws, stored_epoch, epoch)
 
     def history(self, limit: int = 50, before_rev: int | None = None) -> list[ChangeRecord]:
         if before_rev is not None and before_rev <= 1:
@@ -322,7 +386,9 @@ class RedisStore(Store):
                 raws += map(_raw_record, rest)
         return [raw.record() for raw in raws]
 
-    async def watch(self, rev: int) -> AsyncGenerator[list[ChangeRecord], None]:
+    async def watch(
+        self, rev: int, epoch: str | None = None
+    ) -> AsyncGenerator[list[ChangeRecord], None]:
         check_rev(rev)
         client, aclose = self._make_async()
         try:
@@ -332,25 +398,38 @@ class RedisStore(Store):
             try:
                 pipe = client.pipeline(transaction=True)
                 pipe.get(self._rev_key)
+                pipe.get(self._epoch_key)
                 pipe.xrange(self._stream, f"{rev + 1}-0", "+")
-                current, entries = await pipe.execute()
-                current = _int(current)
-                records = complete_history(rev, current, map(_raw_record, entries))
+                current, stored_epoch, entries = await pipe.execute()
+                current, stored_epoch = _int(current), stored_epoch or ""
+                records = complete_history(
+                    rev, current, map(_raw_record, entries), stored_epoch, epoch
+                )
                 if records:
                     yield records
-                sequencer = Sequencer(current)
+                sequencer = Sequencer(current, stored_epoch)
                 position = f"{current}-{_MAX_SEQ}"
                 while True:
                     reply: Any = await client.xread(
                         {self._stream: position}, count=1000, block=max(1, int(block * 1000))
                     )
                     if not reply:
-                        # Idle: a revision below ours means the store was reset under us.
-                        now = _int(await client.get(self._rev_key))
+                        # Idle: a revision below ours or another epoch means the store was
+                        # reset (or republished without a change) under us.
+                        pipe = client.pipeline(transaction=True)
+                        pipe.get(self._rev_key)
+                        pipe.get(self._epoch_key)
+                        now, now_epoch = await pipe.execute()
+                        now, now_epoch = _int(now), now_epoch or ""
                         if now < sequencer.rev:
                             raise TrimmedError(
                                 f"the store is at revision {now}, below {sequencer.rev} "
                                 "(was it reset?)"
+                            )
+                        if sequencer.epoch and now_epoch != sequencer.epoch:
+                            raise TrimmedError(
+                                f"the store holds another history (epoch {now_epoch or 'none'}, "
+                                f"not {sequencer.epoch}): it was reset or republished"
                             )
                         continue
                     entries = reply[0][1]
@@ -517,7 +596,7 @@ class RedisStore(Store):
         parser = kwargs.get("parser_class", DefaultParser)
         with self._errors():
             server: dict[str, Any] = self._client.info("server")
-            rev = _int(self._client.get(self._rev_key))
+            epoch, rev = self.head()
         if "dragonfly_version" in server:
             name, version = "dragonfly", server["dragonfly_version"]
         else:
@@ -530,6 +609,7 @@ class RedisStore(Store):
             "parser": "hiredis" if "hiredis" in parser.__name__.lower() else "python",
             "server": f"{name} {version}",
             "rev": rev,
+            "epoch": epoch,
             "history": self.history_cap,
         }
 
@@ -602,6 +682,7 @@ def _raw_record(entry: Any) -> RawRecord:
             after=fields.get("after") or None,
             actor=fields.get("actor", ""),
             at=float(fields.get("at", 0.0)),
+            epoch=fields.get("epoch", ""),
         )
     except (TypeError, ValueError) as exc:
         raise StoreError(f"malformed change stream entry {entry_id}: {exc}") from None

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote
 
-from minirouter.model import KINDS
+from minirouter.model import KINDS, Config
 
 from .base import (
     Change,
@@ -33,6 +33,8 @@ from .base import (
     check_node,
     check_rev,
     int_param,
+    new_epoch,
+    replacement_changes,
     split_params,
 )
 from .errors import ConflictError, NotFoundError, StoreError, StoreUnavailable, TrimmedError
@@ -44,7 +46,8 @@ __all__ = ["SqliteStore"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     id INTEGER PRIMARY KEY CHECK (id = 0),
-    rev INTEGER NOT NULL
+    rev INTEGER NOT NULL,
+    epoch TEXT NOT NULL DEFAULT ''  -- the history's id (see Store), added to older files
 );
 INSERT OR IGNORE INTO meta (id, rev) VALUES (0, 0);
 CREATE TABLE IF NOT EXISTS items (
@@ -225,19 +228,21 @@ class SqliteStore(Store):
     # -- config ---------------------------------------------------------------------------------
 
     def _load(self, conn: sqlite3.Connection) -> ConfigState:
-        rev = _meta_rev(conn)
+        epoch, rev = _meta(conn)
         raw: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
         for kind, item_id, text in conn.execute("SELECT kind, id, json FROM items"):
             if kind in raw:
                 raw[kind][item_id] = str(text)
-        self._state = ConfigState(rev, raw, self._state)
+        self._state = ConfigState(rev, raw, self._state, epoch)
         return self._state
 
     def _refresh(self, conn: sqlite3.Connection) -> tuple[ConfigState, bool]:
         state = self._state
         if state is None:
             return self._load(conn), True
-        current = _meta_rev(conn)
+        epoch, current = _meta(conn)
+        if epoch != state.epoch:
+            return self._load(conn), True  # reset, republished, or the first write of a history
         raws = _records_after(conn, state.rev) if current != state.rev else []
         try:
             complete_history(state.rev, current, raws)
@@ -252,7 +257,11 @@ class SqliteStore(Store):
 
     def current_rev(self) -> int:
         with self._errors(), self._connection() as conn:
-            return _meta_rev(conn)
+            return _meta(conn)[1]
+
+    def head(self) -> tuple[str, int]:
+        with self._errors(), self._connection() as conn:
+            return _meta(conn)
 
     def apply(
         self, changes: Sequence[Change], expect_rev: int | None = None, actor: str = ""
@@ -278,12 +287,30 @@ class SqliteStore(Store):
                     if not planned:
                         return state.rev
                 new_rev = state.rev + 1
-                self._write_changes(conn, new_rev, planned, actor)
-            state.advance(new_rev, planned)
+                # A history starts with the first revision after 0 (the store was made, or
+                # wiped); files written before epochs existed get one at their next write.
+                epoch = state.epoch if state.rev > 0 and state.epoch else new_epoch()
+                self._write_changes(conn, new_rev, planned, actor, epoch)
+            state.advance(new_rev, planned, epoch)
+            return new_rev
+
+    def _republish(self, config: Config, min_rev: int, actor: str) -> int:
+        with self._errors(), self._lock:
+            with self._write() as conn:
+                state = self._load(conn)  # whole: after a reset no cached state is trusted
+                planned = state.plan(replacement_changes(config, state.stored_ids()))
+                new_rev, epoch = max(state.rev + 1, min_rev), new_epoch()
+                self._write_changes(conn, new_rev, planned, actor, epoch)
+            state.advance(new_rev, planned, epoch)
             return new_rev
 
     def _write_changes(
-        self, conn: sqlite3.Connection, rev: int, planned: Sequence[Planned], actor: str
+        self,
+        conn: sqlite3.Connection,
+        rev: int,
+        planned: Sequence[Planned],
+        actor: str,
+        epoch: str,
     ) -> None:
         now = time.time()
         for change in planned:
@@ -303,7 +330,7 @@ class SqliteStore(Store):
                 for seq, c in enumerate(planned, 1)
             ],
         )
-        conn.execute("UPDATE meta SET rev = ? WHERE id = 0", (rev,))
+        conn.execute("UPDATE meta SET rev = ?, epoch = ? WHERE id = 0", (rev, epoch))
         # Keep at least `history_cap` rows, dropping whole revisions only: every revision
         # older than the one holding the cap-th newest row.
         conn.execute(
@@ -312,12 +339,12 @@ class SqliteStore(Store):
             (self.history_cap,),
         )
 
-    def changes_since(self, rev: int) -> list[ChangeRecord]:
+    def changes_since(self, rev: int, epoch: str | None = None) -> list[ChangeRecord]:
         check_rev(rev)
         with self._errors(), self._read() as conn:
-            current = _meta_rev(conn)
+            stored_epoch, current = _meta(conn)
             raws = _records_after(conn, rev) if current != rev else []
-        return complete_history(rev, current, raws)
+        return complete_history(rev, current, raws, stored_epoch, epoch)
 
     def history(self, limit: int = 50, before_rev: int | None = None) -> list[ChangeRecord]:
         bound = before_rev if before_rev is not None else 2**63 - 1
@@ -342,14 +369,17 @@ class SqliteStore(Store):
                 )
         return [raw.record() for raw in raws]
 
-    async def watch(self, rev: int) -> AsyncGenerator[list[ChangeRecord], None]:
+    async def watch(
+        self, rev: int, epoch: str | None = None
+    ) -> AsyncGenerator[list[ChangeRecord], None]:
         check_rev(rev)
         last = rev
         while True:
             # In a thread: a query can wait on the file lock, the event loop must not.
-            records = await asyncio.to_thread(self.changes_since, last)
+            records = await asyncio.to_thread(self.changes_since, last, epoch)
             if records:
                 last = records[-1].rev
+                epoch = epoch or records[-1].epoch  # from the first records on, that history
                 yield records
             else:
                 await asyncio.sleep(self._poll)
@@ -479,7 +509,7 @@ class SqliteStore(Store):
     def info(self) -> dict[str, InfoValue]:
         with self._errors(), self._connection() as conn:
             (journal,) = conn.execute("PRAGMA journal_mode").fetchone()
-            rev = _meta_rev(conn)
+            epoch, rev = _meta(conn)
         return {
             "backend": "sqlite",
             "url": self.url,
@@ -487,6 +517,7 @@ class SqliteStore(Store):
             "server": f"sqlite {sqlite3.sqlite_version}",
             "journal_mode": str(journal),
             "rev": rev,
+            "epoch": epoch,
             "history": self.history_cap,
         }
 
@@ -506,11 +537,15 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(meta)")}
+    if "epoch" not in columns:  # a file made before epochs existed
+        conn.execute("ALTER TABLE meta ADD COLUMN epoch TEXT NOT NULL DEFAULT ''")
 
 
-def _meta_rev(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT rev FROM meta WHERE id = 0").fetchone()
-    return int(row[0]) if row is not None else 0
+def _meta(conn: sqlite3.Connection) -> tuple[str, int]:
+    """(epoch, revision) of the store."""
+    row = conn.execute("SELECT epoch, rev FROM meta WHERE id = 0").fetchone()
+    return (str(row[0]), int(row[1])) if row is not None else ("", 0)
 
 
 def _records_after(conn: sqlite3.Connection, rev: int) -> list[RawRecord]:

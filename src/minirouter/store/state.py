@@ -70,8 +70,10 @@ class ConfigState:
         rev: int,
         raw: Mapping[str, Mapping[str, str]],
         previous: ConfigState | None = None,
+        epoch: str = "",
     ) -> None:
         self.rev = rev
+        self.epoch = epoch
         self._raw: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
         self._items: dict[str, dict[str, Item]] = {kind: {} for kind in KINDS}
         self._errors: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
@@ -119,8 +121,11 @@ class ConfigState:
         }
         upstreams = self._raw["upstreams"]
         sections: dict[str, tuple[Item, ...]] = {}
+        texts: dict[str, dict[str, str]] = {}
         for kind in KINDS:
             kept: list[Item] = []
+            raw = self._raw[kind]
+            kept_texts = texts[kind] = {}
             for item_id, item in sorted(self._items[kind].items()):
                 upstream = _upstream_of(item) if kind in _REFERRERS else None
                 # A stored but invalid upstream still counts: a mirror keeps its last good one.
@@ -128,8 +133,14 @@ class ConfigState:
                     invalid[f"{kind}/{item_id}"] = f"upstream: unknown upstream {upstream!r}"
                     continue
                 kept.append(item)
+                kept_texts[item_id] = raw[item_id]
             sections[kind] = tuple(kept)
-        return Snapshot(self.rev, Config(**cast(dict[str, Any], sections)), invalid)
+        config = Config(**cast(dict[str, Any], sections))
+        return Snapshot(self.rev, config, invalid, self.epoch, texts)
+
+    def stored_ids(self) -> dict[str, list[str]]:
+        """The ids stored under each kind, valid or not."""
+        return {kind: list(self._raw[kind]) for kind in KINDS}
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -228,11 +239,13 @@ class ConfigState:
                 names = ", ".join(f"{k}/{i}" for k, i in users)
                 errors[f"upstreams/{item_id}"] = f"still used by {names}"
 
-    def advance(self, rev: int, planned: Iterable[Planned]) -> None:
-        """Move to revision `rev` after `planned` was written."""
+    def advance(self, rev: int, planned: Iterable[Planned], epoch: str | None = None) -> None:
+        """Move to revision `rev` (of history `epoch`, if given) after `planned` was written."""
         for change in planned:
             self._set(change.kind, change.id, change.after, change.item)
         self.rev = rev
+        if epoch is not None:
+            self.epoch = epoch
 
     def advance_records(self, raws: Iterable[RawRecord]) -> None:
         """Move forward through stored change records (a complete, gap-free run)."""
