@@ -220,3 +220,11 @@ def test_tls_series_only_with_tls_listeners() -> None:
     assert s[(expiry, (("certificate", "c"),))] == 2_000_000_000.5
     assert (expiry, (("certificate", "b"),)) not in s
     assert s[("minirouter_tls_unknown_name_total", ())] == 2
+
+
+def test_tls_series_leave_when_no_listener_serves_tls() -> None:
+    m = Metrics()
+    m.set_certificates({"a": 1_900_000_000.0})
+    assert b"minirouter_tls_certificates 1" in m.render()
+    m.set_certificates(None)
+    assert b"minirouter_tls_" not in m.render()

@@ -744,6 +744,9 @@ def test_upstream_ca() -> None:
     up = from_dict("upstreams", {"id": "u", "targets": ["h:1"], "tls": True, "ca": ca})
     assert up.ca == ca
     assert "ca" in errors("upstreams", {"id": "u", "targets": ["h:1"], "ca": ca})  # no tls
+    # a CA with verification off would be ignored: refused rather than silently unchecked
+    no_verify = {"id": "u", "targets": ["h:1"], "tls": True, "ca": ca, "verify": False}
+    assert "no effect with verify: false" in errors("upstreams", no_verify)["ca"]
     bad = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     fields = errors("upstreams", {"id": "u", "targets": ["h:1"], "tls": True, "ca": bad})
     assert "not valid PEM certificates" in fields["ca"]
@@ -1112,3 +1115,89 @@ def test_yaml_round_trip(up: dict[str, Any], rt: dict[str, Any]) -> None:
         r = dataclasses.replace(r, upstream=u.id)
     config = Config(upstreams=(u,), routes=(r,))
     assert loads_config(dump_yaml(config)) == config
+
+
+def test_certificate_openssl_would_refuse_is_refused() -> None:
+    # cryptography parses a 1024-bit RSA certificate fine, but OpenSSL (security level 2)
+    # refuses to serve it: the core could never load it, so the write is refused.
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a.com")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("a.com")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    data = {
+        "id": "c",
+        "names": ["a.com"],
+        "cert": cert.public_bytes(serialization.Encoding.PEM).decode(),
+        "key": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+    }
+    assert "refused by OpenSSL" in errors("certificates", data)["cert"]
+
+
+def test_key_of_an_unsupported_type_is_a_validation_error_not_a_crash() -> None:
+    import subprocess
+
+    # A valid EC key on a curve cryptography does not support (made by the openssl CLI).
+    key = subprocess.run(
+        ["openssl", "ecparam", "-name", "secp112r1", "-genkey", "-noout"],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    assert "-----BEGIN EC PRIVATE KEY-----" in key
+    data = {"id": "c", "names": ["a.com"], "cert": PEM_CERT, "key": key}
+    assert "not a valid PEM private key" in errors("certificates", data)["key"]
+
+
+def test_certificate_without_subject_alt_name_is_refused() -> None:
+    # Clients ignore the common name: a certificate without SAN covers no name at all.
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = other_key()
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a.com")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    data = {
+        "id": "c",
+        "names": ["a.com"],
+        "cert": cert.public_bytes(serialization.Encoding.PEM).decode(),
+        "key": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+    }
+    assert "no subjectAltName" in errors("certificates", data)["names[0]"]

@@ -10,10 +10,12 @@ the same certificate text is checked by the store, the control plane and every c
 from __future__ import annotations
 
 import datetime
+import os
+import ssl
 from collections.abc import Sequence
 from functools import lru_cache
 
-__all__ = ["check_ca_bundle", "check_certificate", "covers", "not_after"]
+__all__ = ["check_ca_bundle", "check_certificate", "covers", "load_key_pair", "not_after"]
 
 
 def covers(cert_names: Sequence[str], name: str) -> bool:
@@ -50,6 +52,7 @@ def _check_certificate(
 ) -> tuple[tuple[tuple[str, str], ...], datetime.datetime | None]:
     """Everything but the expiry, and the leaf's expiry (None: no certificate to check)."""
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     problems: list[tuple[str, str]] = []
@@ -58,27 +61,65 @@ def _check_certificate(
     except ValueError as exc:
         return (("cert", f"not a valid PEM certificate: {_reason(exc)}"),), None
     leaf = chain[0]
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    try:
+        leaf_public = leaf.public_key().public_bytes(der, spki)
+        cert_names = _names_of(leaf)
+        has_san = _has_san(leaf)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        # An unsupported key type or curve, malformed extensions: the text is still PEM.
+        return (("cert", f"unusable certificate: {_reason(exc)}"),), leaf.not_valid_after_utc
     try:
         private = serialization.load_pem_private_key(key.encode(), password=None)
     except TypeError:
         problems.append(("key", "the key is encrypted; give it unencrypted"))
-    except (ValueError, x509.UnsupportedGeneralNameType) as exc:
+    except (ValueError, UnsupportedAlgorithm, x509.UnsupportedGeneralNameType) as exc:
         problems.append(("key", f"not a valid PEM private key: {_reason(exc)}"))
     else:
-        spki = serialization.PublicFormat.SubjectPublicKeyInfo
-        der = serialization.Encoding.DER
-        if private.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(
-            der, spki
-        ):
+        if private.public_key().public_bytes(der, spki) != leaf_public:
             problems.append(("key", "does not match the certificate (the first one in cert)"))
-    cert_names = _names_of(leaf)
     for i, name in enumerate(names):
-        if not covers(cert_names, name):
+        if not has_san:
+            # Clients check the subjectAltName only (RFC 6125); the common name is ignored.
+            problems.append(
+                (
+                    f"names[{i}]",
+                    f"{name!r} is not covered: the certificate has no subjectAltName, and "
+                    "clients do not accept its common name",
+                )
+            )
+        elif not covers(cert_names, name):
             shown = ", ".join(cert_names) or "none"
             problems.append(
                 (f"names[{i}]", f"{name!r} is not covered by the certificate (it has: {shown})")
             )
+    if not problems and hasattr(os, "memfd_create"):
+        # What cryptography accepts OpenSSL may still refuse (a key too small for its security
+        # level, a weak signature): the core loads it exactly this way.
+        try:
+            load_key_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(("cert", f"refused by OpenSSL: {_reason(exc)}"))
     return tuple(problems), leaf.not_valid_after_utc
+
+
+def load_key_pair(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+    """`ctx.load_cert_chain` from PEM text without writing the key to any file system.
+
+    OpenSSL's loader takes a path only; a memfd is an anonymous in-memory file that is gone as
+    soon as it is closed, right after loading.
+    """
+    fd = os.memfd_create("minirouter-cert", os.MFD_CLOEXEC)
+    try:
+        data = (cert_pem.rstrip("\n") + "\n" + key_pem.rstrip("\n") + "\n").encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        # One file with both: with no keyfile OpenSSL reads the key from the certfile.
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 def not_after(cert: str) -> float | None:
@@ -87,7 +128,7 @@ def not_after(cert: str) -> float | None:
 
     try:
         return x509.load_pem_x509_certificates(cert.encode())[0].not_valid_after_utc.timestamp()
-    except ValueError:
+    except (ValueError, IndexError):
         return None
 
 
@@ -102,18 +143,26 @@ def check_ca_bundle(pem: str) -> str | None:
     return None
 
 
+def _has_san(leaf: object) -> bool:
+    from cryptography import x509
+
+    assert isinstance(leaf, x509.Certificate)
+    try:
+        leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return False
+    return True
+
+
 def _names_of(leaf: object) -> tuple[str, ...]:
     """The DNS names and IP addresses a leaf certificate is valid for, lower case."""
     from cryptography import x509
-    from cryptography.x509.oid import NameOID
 
     assert isinstance(leaf, x509.Certificate)
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        # No SAN at all: clients fall back to the common name (browsers no longer do).
-        cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        return tuple(str(a.value).lower().removesuffix(".") for a in cns)
+        return ()  # the common name does not count (see _has_san)
     dns = [n.lower().removesuffix(".") for n in san.get_values_for_type(x509.DNSName)]
     ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
     return tuple(dns + ips)

@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 import yaml
 
 from minirouter.certcheck import check_ca_bundle, check_certificate
+from minirouter.config import parse_size
 
 _T = TypeVar("_T")
 Balance = Literal["round_robin", "weighted", "least_conn", "hash"]
@@ -129,6 +130,10 @@ class Route:
     preserve_host: bool = False
     retries: int = 1
     enabled: bool = True
+    # Request body limit in bytes (0: unlimited); None: the core's --max-body-size.
+    max_body_size: int | None = None
+    # False: an "Upgrade: websocket" request is answered as a plain one (Upgrade not passed).
+    websocket: bool = True
 
     @classmethod
     def from_dict(cls, data: Any) -> Route:
@@ -689,6 +694,9 @@ def _upstream(value: Any, path: str, e: _Errors) -> Upstream | None:
         e.add(_at(path, "hash_on"), "hashing on a header needs balance: hash")
     if kw.get("ca") is not None and not kw.get("tls"):
         e.add(_at(path, "ca"), "trusted CAs only apply to tls: true upstreams")
+    elif kw.get("ca") is not None and kw.get("verify") is False:
+        # Silently unchecked would be worse than refused: the operator meant to pin or trust.
+        e.add(_at(path, "ca"), "trusted CAs have no effect with verify: false")
     upstream: Upstream | None = _make(Upstream, kw, e, n)
     return upstream
 
@@ -711,6 +719,23 @@ def _template(value: Any, path: str, e: _Errors) -> str | None:
         e.add(path, "must not contain whitespace or control characters")
         return None
     return text
+
+
+def _size(value: Any, path: str, e: _Errors) -> int | None:
+    """A size in bytes: an integer, or a string like the CLI's ("10m", "512k", "4096")."""
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            e.add(path, str(exc))
+            return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        e.add(path, f'expected a size in bytes ("10m", 4096), got {_type_name(value)}')
+        return None
+    if value < 0:
+        e.add(path, "must not be negative")
+        return None
+    return value
 
 
 def _header_edits(not_editable: frozenset[str]) -> _Parser:
@@ -741,6 +766,8 @@ _ROUTE_PARSERS: dict[str, _Parser] = {
     "preserve_host": _bool,
     "retries": _ranged(0, 10),
     "enabled": _bool,
+    "max_body_size": _optional(_size),
+    "websocket": _bool,
 }
 
 

@@ -5,27 +5,35 @@ listener opens its port, a removed one closes it and lets its open connections f
 `shutdown_timeout` seconds before aborting them, a changed address or `tls` reopens it, and a
 changed `upstream` applies to new connections only. A port that cannot be opened is logged,
 shown as `minirouter_l4_listener_up 0` and in `/healthz`, and retried every few seconds; the
-rest of the core keeps serving.
+rest of the core keeps serving. A listener whose address overlaps one of the core's own
+listeners (HTTP, HTTPS, admin) or another listener's (the smaller id keeps it) is not opened
+and reported the same way: with `--workers N` the ports are opened with SO_REUSEPORT, which
+would otherwise let the two silently share the connections.
 
 One `_ClientSide` and one `_UpstreamSide` Protocol per connection. The target comes from the
 upstream's `Balancer` (its policy, health and passive ejection), connects within
 `timeouts.connect` (a failed target is reported and the next one tried), and the connection is
-closed after `timeouts.idle` seconds without bytes either way. Backpressure: when one side's
-write buffer passes its high-water mark the other side stops reading until it drains, so
-memory per connection stays bounded whatever the speeds of the two peers.
+aborted after `timeouts.idle` seconds without bytes either way; a connection counts until
+both of its sockets are closed. A `tls: true` upstream is connected to with TLS, verified as
+for HTTP. Backpressure: when one side's write buffer passes its high-water mark the other
+side stops reading until it drains, so memory per connection stays bounded whatever the
+speeds of the two peers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
+from minirouter.config import format_address
 from minirouter.core.metrics import ListenerCounters
+from minirouter.core.tls import HANDSHAKE_TIMEOUT, upstream_context, upstream_server_name
 
 if TYPE_CHECKING:
     from minirouter.core.balancer import TargetState
@@ -53,6 +61,29 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _host_kind(host: str) -> tuple[int, bool] | None:
+    """(IP version, whether it is the any-address) of a listening host; None for a name."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return ip.version, ip.is_unspecified
+
+
+def _overlaps(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    """Whether listening on `a` and on `b` would take the same connections."""
+    if a[1] != b[1]:
+        return False
+    if not a[0] or not b[0]:
+        return True  # no host: every address
+    ka, kb = _host_kind(a[0]), _host_kind(b[0])
+    if ka is None or kb is None:
+        return True  # a name may resolve to anything: assume the worst
+    if ka[0] != kb[0]:
+        return False  # asyncio sets IPV6_V6ONLY: "::" does not take IPv4 connections
+    return ka[1] or kb[1] or ipaddress.ip_address(a[0]) == ipaddress.ip_address(b[0])
+
+
 @dataclass(eq=False)
 class _Running:
     """One open (or failed) listening port and its connections."""
@@ -60,6 +91,7 @@ class _Running:
     spec: Listener
     server: asyncio.base_events.Server | None = None
     error: str | None = None
+    blocked: bool = False  # not opened: its address overlaps another listener of this core
     connections: set[_ClientSide] = field(default_factory=set)
 
 
@@ -70,6 +102,8 @@ class L4Listeners:
         self.state = state
         self.certificates = certificates
         self._running: dict[str, _Running] = {}
+        # Listeners removed (or reopened) whose connections are still finishing.
+        self._retired: set[_Running] = set()
         self._wanted: dict[str, Listener] = {}
         self._draining: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
@@ -96,26 +130,83 @@ class L4Listeners:
             if self._closed:
                 return
             wanted = self._wanted
+            blocked = self._conflicts(wanted)
+            # Reopened in place: the entry stays listed (/healthz) until its successor is ready.
+            reopen: set[str] = set()
             for lid, running in list(self._running.items()):
                 spec = wanted.get(lid)
+                reason = blocked.get(lid)
+                if (
+                    spec is not None
+                    and running.blocked
+                    and reason == running.error
+                    and spec == running.spec
+                ):
+                    continue  # still blocked for the same reason: already reported
                 # A port that could not be opened is tried again (the retry timer lands here).
-                if spec is None or running.server is None or _must_reopen(running, spec):
-                    del self._running[lid]
+                if (
+                    spec is None
+                    or running.server is None
+                    or reason is not None
+                    or _must_reopen(running, spec)
+                ):
                     self._stop(running)
                     if spec is None:
+                        del self._running[lid]
                         self.state.metrics.forget_listener(lid)
+                    else:
+                        reopen.add(lid)
                 elif spec != running.spec:
                     running.spec = spec  # a new upstream: for new connections only
             for lid, spec in wanted.items():
-                if lid not in self._running:
-                    self._running[lid] = await self._open(spec)
+                if lid not in self._running or lid in reopen:
+                    reason = blocked.get(lid)
+                    if reason is not None:
+                        self._running[lid] = self._blocked(spec, reason)
+                    else:
+                        self._running[lid] = await self._open(spec)
             self._arm_retry()
+
+    def _conflicts(self, wanted: dict[str, Listener]) -> dict[str, str]:
+        """Listener id -> why it must not open: its address overlaps one taken before it.
+
+        The core's own listeners come first, then listeners by id: the same answer in every
+        worker and every core, whatever order the config changes came in.
+        """
+        settings = self.state.settings
+        taken: list[tuple[str, tuple[str, int]]] = [
+            (f"the HTTP listener {format_address(h, p)}", (h, p)) for h, p in settings.listen
+        ]
+        taken += [
+            (f"the HTTPS listener {format_address(h, p)}", (h, p)) for h, p in settings.listen_tls
+        ]
+        if settings.admin is not None:
+            host, port = settings.admin
+            taken += [
+                (f"the admin listener {format_address(host, port + i)}", (host, port + i))
+                for i in range(max(settings.workers, 1))
+            ]
+        out: dict[str, str] = {}
+        for lid in sorted(wanted):
+            address = _split(wanted[lid].listen)
+            clash = next((what for what, other in taken if _overlaps(address, other)), None)
+            if clash is not None:
+                out[lid] = f"cannot listen on {wanted[lid].listen}: it overlaps {clash}"
+            else:
+                taken.append((f"listener {lid!r}", address))
+        return out
+
+    def _blocked(self, spec: Listener, reason: str) -> _Running:
+        counters = self.state.metrics.listener(spec.id)
+        counters.up = 0
+        log.error("L4 listener %s: %s", spec.id, reason)
+        return _Running(spec, error=reason, blocked=True)
 
     def _arm_retry(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        if any(r.server is None for r in self._running.values()):
+        if any(r.server is None and not r.blocked for r in self._running.values()):
             self._retry = self.state.loop.call_later(RETRY_INTERVAL, self._schedule)
 
     async def _open(self, spec: Listener) -> _Running:
@@ -128,6 +219,7 @@ class L4Listeners:
                 host,
                 port,
                 ssl=self.certificates.context if spec.tls else None,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if spec.tls else None,
                 reuse_port=self.state.settings.workers > 1,
                 backlog=1024,
             )
@@ -152,29 +244,39 @@ class L4Listeners:
         """Close the port now; let its connections finish, bounded, in the background."""
         if running.server is not None:
             running.server.close()
-        if running.server is not None or running.error is None:
+            running.server = None
             log.info("L4 listener %s on %s closed", running.spec.id, running.spec.listen)
         if running.connections:
+            self._retired.add(running)
             task = self.state.loop.create_task(
-                _drain(running, self.state.settings.shutdown_timeout)
+                self._retire(running, self.state.settings.shutdown_timeout)
             )
             self._draining.add(task)
             task.add_done_callback(self._draining.discard)
 
+    async def _retire(self, running: _Running, timeout: float) -> None:
+        try:
+            await _drain([running], time.monotonic() + timeout)
+        finally:
+            self._retired.discard(running)
+
     async def close(self, timeout: float) -> None:
-        """Stop every listener (for shutdown): close the ports, drain, bounded."""
+        """Stop every listener (for shutdown): close the ports, then let the connections of
+        live and of removed listeners finish until `timeout` from now, and abort the rest."""
+        deadline = time.monotonic() + timeout
         self._closed = True
         if self._retry is not None:
             self._retry.cancel()
-        async with self._lock:
-            running = list(self._running.values())
-            self._running.clear()
+            self._retry = None
+        for task in list(self._draining):  # pending reconciles and background drains
+            task.cancel()
+        running = list(self._running.values())
+        self._running.clear()
         for r in running:
             if r.server is not None:
                 r.server.close()
-        await asyncio.gather(*(_drain(r, timeout) for r in running))
-        for task in list(self._draining):
-            task.cancel()
+        await _drain([*running, *self._retired], deadline)
+        self._retired.clear()
 
     def info(self) -> dict[str, object]:
         """For /healthz: each listener's address and whether its port is open."""
@@ -195,28 +297,40 @@ def _must_reopen(running: _Running, spec: Listener) -> bool:
     return running.spec.listen != spec.listen or running.spec.tls != spec.tls
 
 
-async def _drain(running: _Running, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while running.connections and time.monotonic() < deadline:
+async def _drain(runnings: list[_Running], deadline: float) -> None:
+    """Wait until the listeners' connections have ended, at most until `deadline`; then abort
+    what is left (a connection that is still flushing to a peer that does not read too)."""
+    while any(r.connections for r in runnings) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    for conn in list(running.connections):
-        conn.abort()
+    for r in runnings:
+        for conn in list(r.connections):
+            conn.abort()
+    if any(r.connections for r in runnings):
+        await asyncio.sleep(0)  # connection_lost runs soon after abort(): let it count
 
 
 class _ClientSide(asyncio.Protocol):
-    """The accepted connection: connects upstream, then pipes bytes both ways."""
+    """The accepted connection: connects upstream, then pipes bytes both ways.
+
+    It counts (in its listener's `connections` and the open gauge) until both of its sockets
+    are closed: one side ending closes the other after it has flushed what it was given, and a
+    peer that never reads that is cut by the idle timeout (or a drain's deadline).
+    """
 
     def __init__(self, owner: L4Listeners, running: _Running, counters: ListenerCounters) -> None:
         self.owner = owner
         self.running = running
         self.counters = counters
         self.loop = owner.state.loop
+        # uvloop's TLS transport cannot stay half-open: an EOF from either side ends it.
+        self.tls = running.spec.tls
         self.transport: asyncio.Transport | None = None
         self.upstream: _UpstreamSide | None = None
         self.target: TargetState | None = None
         self.early: list[bytes] = []
         self.early_size = 0
-        self.closed = False
+        self.closed = False  # both sides are gone: counted out
+        self.client_lost = False
         self.client_eof = False
         self.last_activity = 0.0
         self.idle_timeout = 60.0
@@ -253,21 +367,26 @@ class _ClientSide(asyncio.Protocol):
         self.client_eof = True
         up = self.upstream
         if up is not None and up.transport is not None:
-            if up.transport.can_write_eof():
+            if not self.tls and not up.tls and up.transport.can_write_eof():
                 up.transport.write_eof()
                 if up.eof:
                     return None  # both directions are done
                 return True  # half-closed: the upstream may still answer
             up.transport.close()
             return None
+        if self.tls:
+            return None  # closed; what it sent is not passed on (see the class comment)
         # No upstream yet: keep what was sent and pass the EOF on once connected.
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._finish()
+        self.client_lost = True
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
         up = self.upstream
-        if up is not None and up.transport is not None:
+        if up is not None and up.transport is not None and not up.lost:
             up.transport.close()  # flushes what the client sent, then closes
+        self._maybe_finish()
 
     def pause_writing(self) -> None:
         up = self.upstream
@@ -276,20 +395,33 @@ class _ClientSide(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         up = self.upstream
-        if up is not None and up.transport is not None:
+        if up is not None and up.transport is not None and not up.lost:
             up.transport.resume_reading()
 
     # -- connecting ----------------------------------------------------------------------
 
     async def _connect(self) -> None:
+        try:
+            await self._connect_upstream()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not leave the client waiting with no upstream
+            log.exception("L4 %s: cannot connect upstream", self.running.spec.id)
+            self.counters.connect_failures += 1
+            self.abort()
+
+    async def _connect_upstream(self) -> None:
         spec = self.running.spec
         balancer = self.owner.state.balancers.get(spec.upstream)
         if balancer is None:
             self.counters.connect_failures += 1
             self.close()
             return
-        timeouts = balancer.upstream.timeouts
+        upstream = balancer.upstream
+        timeouts = upstream.timeouts
         self.idle_timeout = timeouts.idle
+        # A `tls: true` upstream gets TLS here too (verified as for HTTP): never cleartext.
+        ssl_context = upstream_context(upstream) if upstream.tls else None
         peer = self.transport.get_extra_info("peername") if self.transport else None
         client_ip = str(peer[0]) if peer else ""
         tried: list[TargetState] = []
@@ -302,7 +434,13 @@ class _ClientSide(asyncio.Protocol):
             try:
                 _, up = await asyncio.wait_for(
                     self.loop.create_connection(
-                        lambda: _UpstreamSide(self), target.host, target.port
+                        lambda: _UpstreamSide(self, tls=ssl_context is not None),
+                        target.host,
+                        target.port,
+                        ssl=ssl_context,
+                        server_hostname=(
+                            upstream_server_name(upstream, target.host) if ssl_context else None
+                        ),
                     ),
                     timeout=timeouts.connect,
                 )
@@ -314,14 +452,14 @@ class _ClientSide(asyncio.Protocol):
                 log.warning(
                     "L4 %s: cannot connect to %s: %s", spec.id, target.address, exc or "timeout"
                 )
-                if self.closed:
+                if self.client_lost:
                     return
                 continue
-            except asyncio.CancelledError:  # the client left while we were connecting
+            except BaseException:  # cancelled: the client left while we were connecting
                 target.end()
                 raise
             target.record_success()
-            if self.closed:  # the client left while we were connecting
+            if self.client_lost:  # the client left while we were connecting
                 target.end()
                 if up.transport is not None:
                     up.transport.close()
@@ -362,7 +500,9 @@ class _ClientSide(asyncio.Protocol):
         if self.closed:
             return
         if self.loop.time() >= self.last_activity + self.idle_timeout:
-            self.close()
+            # Not close(): a transport that still holds data for a peer that does not read
+            # would wait for it forever.
+            self.abort()
         else:
             self._arm_idle()
 
@@ -376,11 +516,16 @@ class _ClientSide(asyncio.Protocol):
             up.transport.close()
 
     def abort(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.client_lost:
             self.transport.abort()
         up = self.upstream
-        if up is not None and up.transport is not None:
+        if up is not None and up.transport is not None and not up.lost:
             up.transport.abort()
+
+    def _maybe_finish(self) -> None:
+        up = self.upstream
+        if self.client_lost and (up is None or up.lost):
+            self._finish()
 
     def _finish(self) -> None:
         if self.closed:
@@ -401,10 +546,12 @@ class _ClientSide(asyncio.Protocol):
 class _UpstreamSide(asyncio.Protocol):
     """The connection to the chosen target; reports to its client side."""
 
-    def __init__(self, client: _ClientSide) -> None:
+    def __init__(self, client: _ClientSide, *, tls: bool = False) -> None:
         self.client = client
+        self.tls = tls  # a TLS transport ends on EOF (it cannot stay half-open)
         self.transport: asyncio.Transport | None = None
         self.eof = False
+        self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -421,18 +568,23 @@ class _UpstreamSide(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
-        ct = self.client.transport
-        if ct is not None and ct.can_write_eof() and not self.client.client_eof:
+        client = self.client
+        ct = client.transport
+        if ct is not None and not client.tls and ct.can_write_eof() and not client.client_eof:
             ct.write_eof()
-            return True  # the client may still send
+            return None if self.tls else True  # True: the client may still send
         if ct is not None:
             ct.close()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        ct = self.client.transport
-        if ct is not None:
+        self.lost = True
+        client = self.client
+        ct = client.transport
+        if ct is not None and not client.client_lost:
             ct.close()  # flushes what the upstream sent, then closes
+        if client.upstream is self:
+            client._maybe_finish()
 
     def pause_writing(self) -> None:
         ct = self.client.transport
@@ -441,7 +593,7 @@ class _UpstreamSide(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         ct = self.client.transport
-        if ct is not None and not self.client.closed:
+        if ct is not None and not self.client.client_lost:
             ct.resume_reading()
 
 

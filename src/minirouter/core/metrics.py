@@ -186,8 +186,15 @@ class Metrics:
         """Drop the series of a listener that left the config."""
         self.listeners.pop(listener_id, None)
 
-    def set_certificates(self, expiry: dict[str, float | None]) -> None:
-        """The certificates the TLS listeners can serve: id -> expiry (Unix time)."""
+    def set_certificates(self, expiry: dict[str, float | None] | None) -> None:
+        """The certificates the TLS listeners can serve: id -> expiry (Unix time).
+
+        None: no listener serves TLS, the series are left out.
+        """
+        if expiry is None:
+            self.certificates_loaded = None
+            self.certificate_expiry = {}
+            return
         self.certificates_loaded = len(expiry)
         self.certificate_expiry = {cid: at for cid, at in expiry.items() if at is not None}
 

@@ -23,16 +23,12 @@ from minirouter.core.admin import start_admin
 from minirouter.core.l4 import L4Listeners
 from minirouter.core.protocol import ClientProtocol
 from minirouter.core.state import RouterState
-from minirouter.core.tls import CertificateStore
+from minirouter.core.tls import HANDSHAKE_TIMEOUT, CertificateStore
 
 if TYPE_CHECKING:
     from minirouter.core.mirror import Mirror
 
 log = logging.getLogger("minirouter.core")
-
-
-# A client that has not finished its handshake by then is dropped (asyncio's default is 60 s).
-TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 class StartupError(Exception):
@@ -44,8 +40,13 @@ async def serve(settings: CoreSettings) -> None:
     loop = asyncio.get_running_loop()
     state = RouterState(settings, loop)
     # Both follow every config swapped in, the first one included.
-    certificates = CertificateStore(state.metrics if settings.listen_tls else None)
-    state.observers.append(lambda config: certificates.update(config.certificates))
+    certificates = CertificateStore(state.metrics)
+    state.observers.append(
+        lambda config: certificates.update(
+            config.certificates,
+            report=bool(settings.listen_tls) or any(spec.tls for spec in config.listeners),
+        )
+    )
     l4 = L4Listeners(state, certificates)
     state.observers.append(l4.update)
     mirror = None
@@ -79,7 +80,7 @@ async def serve(settings: CoreSettings) -> None:
                         host,
                         port,
                         ssl=certificates.context,
-                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
                         reuse_port=settings.workers > 1,
                         backlog=2048,
                     )

@@ -2,7 +2,7 @@
 
 Termination: every HTTPS (and `tls: true` L4) listener shares one listener context whose
 `sni_callback` switches each handshake to the context of the certificate chosen for the
-client's SNI name: an exact name, else the longest matching wildcard, else the certificate
+client's SNI name: an exact name, else the wildcard for its parent name, else the certificate
 marked `default: true`; with none of these the handshake ends with an `unrecognized_name`
 alert. A config change builds contexts for new or changed certificates off to the side and
 swaps one index reference; a handshake already past the callback keeps its context.
@@ -14,20 +14,20 @@ costs milliseconds, and a pooled connection must not pay that per connect.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from minirouter.certcheck import not_after
+from minirouter.certcheck import load_key_pair, not_after
 
 if TYPE_CHECKING:
     from minirouter.core.metrics import Metrics
     from minirouter.model import Certificate, Upstream
 
 __all__ = [
+    "HANDSHAKE_TIMEOUT",
     "CertificateStore",
     "SNIObject",
     "load_key_pair",
@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("minirouter.tls")
+
+# A client that has not finished its handshake by then is dropped (asyncio's default is 60 s).
+HANDSHAKE_TIMEOUT = 10.0
 
 # TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are all modern already).
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1:!SHA256:!SHA384"
@@ -85,28 +88,9 @@ class SNIObject(ssl.SSLObject):
             raise ssl.SSLWantReadError("handshake failed; sending the alert first") from exc
 
 
-def load_key_pair(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
-    """`ctx.load_cert_chain` from PEM text without writing the key to any file system.
-
-    OpenSSL's loader takes a path only; a memfd is an anonymous in-memory file that is gone as
-    soon as it is closed, right after loading.
-    """
-    fd = os.memfd_create("minirouter-cert", os.MFD_CLOEXEC)
-    try:
-        data = (cert_pem.rstrip("\n") + "\n" + key_pem.rstrip("\n") + "\n").encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        # One file with both: with no keyfile OpenSSL reads the key from the certfile.
-        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
-
-
 def _server_context() -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(ctx)
-    # No session resumption state shared across certificates: tickets stay per context.
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     return ctx
 
@@ -116,7 +100,7 @@ class _Index:
     """Which context serves which name; replaced whole on every change, never mutated."""
 
     exact: dict[str, ssl.SSLContext]
-    # Wildcard suffix (".example.com") -> context, tried longest suffix first.
+    # Wildcard suffix (".example.com") -> context; it serves exactly one more label.
     wildcards: dict[str, ssl.SSLContext]
     default: ssl.SSLContext | None
 
@@ -126,8 +110,10 @@ class CertificateStore:
 
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
-        self._loaded: dict[str, tuple[Certificate, ssl.SSLContext]] = {}
+        # id -> (the item, its context, when it expires (Unix time) or None)
+        self._loaded: dict[str, tuple[Certificate, ssl.SSLContext, float | None]] = {}
         self._index = _Index({}, {}, None)
+        self._seen: tuple[Certificate, ...] | None = None
         self.failed: dict[str, str] = {}  # certificate id -> why its context could not be built
         self.context = _server_context()
         self.context.sslobject_class = SNIObject
@@ -136,9 +122,24 @@ class CertificateStore:
     def __len__(self) -> int:
         return len(self._loaded)
 
-    def update(self, certificates: Iterable[Certificate]) -> None:
-        """Take the certificates of a new config; only new or changed ones are loaded."""
-        loaded: dict[str, tuple[Certificate, ssl.SSLContext]] = {}
+    def update(self, certificates: tuple[Certificate, ...], *, report: bool = True) -> None:
+        """Take the certificates of a new config; only new or changed ones are loaded.
+
+        `report`: whether TLS is served at all (an HTTPS or a `tls: true` L4 listener): only
+        then do the certificate series appear on /metrics.
+        """
+        # Most config changes touch routes only; a certificate that failed to load (memfd or
+        # file descriptors exhausted) is tried again on the next one.
+        if certificates is not self._seen or self.failed:
+            self._seen = certificates
+            self._load(certificates)
+        if self.metrics is not None:
+            self.metrics.set_certificates(
+                {cid: expiry for cid, (_, _, expiry) in self._loaded.items()} if report else None
+            )
+
+    def _load(self, certificates: Iterable[Certificate]) -> None:
+        loaded: dict[str, tuple[Certificate, ssl.SSLContext, float | None]] = {}
         failed: dict[str, str] = {}
         for cert in certificates:
             old = self._loaded.get(cert.id)
@@ -155,14 +156,10 @@ class CertificateStore:
                 if old is not None:
                     loaded[cert.id] = old
                 continue
-            loaded[cert.id] = (cert, ctx)
+            loaded[cert.id] = (cert, ctx, not_after(cert.cert))
         self._loaded = loaded
         self.failed = failed
-        self._index = _build_index(loaded.values())
-        if self.metrics is not None:
-            self.metrics.set_certificates(
-                {cid: not_after(cert.cert) for cid, (cert, _) in loaded.items()}
-            )
+        self._index = _build_index((cert, ctx) for cert, ctx, _ in loaded.values())
 
     def select(self, server_name: str | None) -> ssl.SSLContext | None:
         """The context for a handshake that asked for `server_name` (None: no SNI sent)."""
@@ -172,14 +169,14 @@ class CertificateStore:
             ctx = index.exact.get(name)
             if ctx is not None:
                 return ctx
-            if index.wildcards:
-                # Longest suffix first: "a.b.example.com" tries ".b.example.com" first.
-                dot = name.find(".")
-                while dot >= 0:
-                    ctx = index.wildcards.get(name[dot:])
-                    if ctx is not None:
-                        return ctx
-                    dot = name.find(".", dot + 1)
+            # A wildcard stands for exactly one label, as clients check it (RFC 6125): for
+            # "a.b.example.com" only "*.b.example.com" can serve; "*.example.com" would be a
+            # certificate the client refuses, where the default (or a clean alert) is right.
+            dot = name.find(".")
+            if dot > 0 and index.wildcards:
+                ctx = index.wildcards.get(name[dot:])
+                if ctx is not None:
+                    return ctx
         return index.default
 
     def _select(
