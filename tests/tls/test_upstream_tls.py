@@ -5,25 +5,12 @@ pin the upstream's own certificate), with SNI; a wrong name or an unknown CA is 
 from __future__ import annotations
 
 import http.client
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from integration.conftest import StartCore
-from integration.upstreams import UpstreamLoop
 
 from .certs import CA
 from .tls_upstream import TlsUpstream
-
-
-@pytest.fixture
-def tls_upstream(upstream_loop: UpstreamLoop) -> Iterator[tuple[CA, TlsUpstream, str]]:
-    ca = CA()
-    leaf = ca.issue("upstream.test", "127.0.0.1")
-    up = TlsUpstream(upstream_loop, "secure", leaf).start()
-    yield ca, up, leaf.cert
-    up.stop()
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:

@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Callable, Generator
 from typing import Any
 
+from minirouter.core import tls
 from minirouter.core.balancer import Balancer, TargetState
 from minirouter.model import HealthCheck, Upstream
 
@@ -40,13 +41,9 @@ def _request(path: str, address: str) -> bytes:
 
 
 def _ssl_context(upstream: Upstream) -> ssl.SSLContext | None:
-    if not upstream.tls:
-        return None
-    ctx = ssl.create_default_context()
-    if not upstream.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    # The same context as proxied requests: a probe that verified differently (ignoring `ca`,
+    # say) would mark every target of a privately signed upstream down.
+    return tls.upstream_context(upstream) if upstream.tls else None
 
 
 async def probe(
@@ -132,7 +129,7 @@ class HealthChecker:
         # for these, so that no connection is left open behind it.
         self._tasks: set[asyncio.Task[None]] = set()
         # The settings the current probes were started with; a change restarts them all.
-        self._settings: tuple[HealthCheck, bool, str | None, bool] | None = None
+        self._settings: tuple[HealthCheck, bool, str | None, bool, str | None] | None = None
         self._ssl: ssl.SSLContext | None = None
 
     @property
@@ -175,7 +172,11 @@ class HealthChecker:
     def _sync(self) -> None:
         upstream = self._balancer.upstream
         check = upstream.health
-        settings = None if check is None else (check, upstream.tls, upstream.sni, upstream.verify)
+        settings = (
+            None
+            if check is None
+            else (check, upstream.tls, upstream.sni, upstream.verify, upstream.ca)
+        )
         if settings != self._settings:
             self._cancel_all()
             self._settings = settings
