@@ -402,3 +402,158 @@ def test_framing_and_syntax_refusals(
     proto.data_received(head + b"0\r\n\r\n")
     assert transport.statuses() == [status]
     assert transport.closed
+
+
+# -- timers: one lazily re-armed timer per connection (driven by a fake clock) -------------------
+
+
+class FakeClock:
+    """Replaces the loop's clock: timers fire when the test moves time, never by themselves.
+    Counts the timers scheduled, so a test can see that requests do not schedule their own."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.now = 1000.0
+        self.loop = loop
+        self.scheduled = 0
+        call_at = loop.call_at
+
+        def counting_call_at(when: float, callback: Any, *args: Any, **kw: Any) -> Any:
+            self.scheduled += 1
+            return call_at(when, callback, *args, **kw)
+
+        loop.time = lambda: self.now  # type: ignore[method-assign]
+        loop.call_at = counting_call_at  # type: ignore[method-assign]
+
+    def advance_to(self, offset: float) -> None:
+        """Move to 1000 + offset seconds and run every timer that is due."""
+        self.now = 1000.0 + offset
+        self.loop.run_until_complete(asyncio.sleep(0))
+
+
+NOT_ROUTED = b"GET /x HTTP/1.1\r\nHost: none.test\r\n\r\n"  # answered 404 by the router itself
+
+
+def test_keepalive_deadline_moves_with_each_request_without_new_timers(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    clock = FakeClock(loop)
+    proto, tr, _ = make(loop, keepalive_timeout=10, header_timeout=5)
+    clock.advance_to(0)
+    proto.data_received(NOT_ROUTED)
+    before = clock.scheduled
+    for i in range(1, 101):
+        clock.advance_to(i * 0.01)
+        proto.data_received(NOT_ROUTED)
+    # 100 requests, no timer of their own (the one timer is re-armed at most twice per
+    # header timeout, whatever the request rate).
+    assert clock.scheduled == before
+    clock.advance_to(8)  # the timer (due at 1005) fires and re-arms for the deadline (1011)
+    assert not tr.closed
+    clock.advance_to(10.9)
+    assert not tr.closed
+    clock.advance_to(11.1)
+    assert tr.closed
+    assert tr.statuses() == [404] * 101
+    finish(proto, tr)
+
+
+def test_header_timeout_earlier_than_the_pending_timer(loop: asyncio.AbstractEventLoop) -> None:
+    """The timer waits for the keep-alive deadline; a new head must not get that long."""
+    clock = FakeClock(loop)
+    proto, tr, _ = make(loop, keepalive_timeout=10, header_timeout=2)
+    proto.data_received(NOT_ROUTED)  # keep-alive until 1010; the timer is re-armed for it
+    clock.advance_to(2.5)
+    assert not tr.closed
+    proto.data_received(b"GET / HTTP/1.1\r\nHo")  # the head must be complete by 1004.5
+    clock.advance_to(4.4)
+    assert not tr.closed
+    clock.advance_to(4.6)
+    assert tr.closed
+    assert tr.statuses() == [404, 408]
+    finish(proto, tr)
+
+
+class RecordingHandler:
+    """A request cycle stand-in for an upstream connection: records what it is told."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[int, str]] = []
+
+    def on_upstream_error(self, status: int, message: str) -> None:
+        self.errors.append((status, message))
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: None
+
+
+def pooled_connection(
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[Any, FakeTransport, Any, Any]:
+    from minirouter.core import upstream as pool
+    from minirouter.core.balancer import Balancer
+    from minirouter.model import Upstream
+
+    spec = Upstream.from_dict(
+        {"id": "app", "targets": ["127.0.0.1:9"], "timeouts": {"read": 5, "idle": 60}}
+    )
+    target = Balancer(spec).targets[0]
+    conn = pool.UpstreamConnection(target, loop)
+    tr = FakeTransport()
+    conn.connection_made(tr)
+    return conn, tr, target, spec
+
+
+def test_upstream_read_timeout_after_the_connection_was_pooled(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Parked, the timer waits for the idle deadline (60 s); a request taken from the pool must
+    still time out after timeouts.read (5 s), and repeated exchanges add no timers."""
+    from minirouter.core import upstream as pool
+
+    clock = FakeClock(loop)
+    conn, tr, target, spec = pooled_connection(loop)
+    pool.release(conn, spec)
+    assert pool.take_idle(target) is conn
+    handler = RecordingHandler()
+    conn.start(handler, 5.0, head_only=False)
+    conn.arm_read_timeout()
+    clock.advance_to(1)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pool.release(conn, spec)
+    before = clock.scheduled
+    for i in range(2, 50):
+        clock.advance_to(i * 0.1)
+        assert pool.take_idle(target) is conn
+        conn.start(handler, 5.0, head_only=False)
+        conn.arm_read_timeout()
+        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        pool.release(conn, spec)
+    assert clock.scheduled == before
+    assert handler.errors == []
+    # Now a request that gets no answer.
+    assert pool.take_idle(target) is conn
+    conn.start(handler, 5.0, head_only=False)
+    conn.arm_read_timeout()  # at 1004.9: due at 1009.9
+    clock.advance_to(9.8)
+    assert handler.errors == [] and not tr.closed
+    clock.advance_to(10.0)
+    assert handler.errors == [(504, "upstream read timeout")]
+    assert tr.closed
+
+
+def test_upstream_idle_timeout_closes_a_pooled_connection(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    from minirouter.core import upstream as pool
+
+    clock = FakeClock(loop)
+    conn, tr, target, spec = pooled_connection(loop)
+    conn.start(RecordingHandler(), 5.0, head_only=False)
+    conn.arm_read_timeout()  # the timer is set for 1005
+    pool.release(conn, spec)  # idle until 1060
+    clock.advance_to(5.5)
+    assert not tr.closed and list(target.idle) == [conn]
+    clock.advance_to(59.9)
+    assert not tr.closed
+    clock.advance_to(60.1)
+    assert tr.closed and not target.idle

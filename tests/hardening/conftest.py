@@ -68,6 +68,11 @@ def rig(upstream_loop: UpstreamLoop, module_start_core: object) -> Iterator[Rig]
                 request_headers={"set": {"X-Route": "routed"}},
             ),
             route("bad", "bad", hosts=["bad.test"], path="/", retries=0),
+            # Per-route body limits around the core's 1k, and a route without WebSocket.
+            route("upload", "strict", hosts=["upload.test"], path="/", max_body_size="4k"),
+            route("tiny", "strict", hosts=["tiny.test"], path="/", max_body_size=8),
+            route("unlimited", "strict", hosts=["unlimited.test"], path="/", max_body_size=0),
+            route("no-ws", "strict", hosts=["no-ws.test"], path="/", websocket=False),
         ],
     )
     core = module_start_core(cfg, *LIMIT_ARGS)  # type: ignore[operator]

@@ -118,8 +118,11 @@ class _StrictConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.raw += data
         before = len(self.collector.messages)
+        upgraded = False
         try:
             self.collector.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            upgraded = True
         except httptools.HttpParserError:
             assert self.transport is not None
             self.transport.close()
@@ -130,6 +133,10 @@ class _StrictConn(asyncio.Protocol):
                 self.transport.write(OK_RESPONSE[: OK_RESPONSE.index(b"\r\n\r\n") + 4])
             else:
                 self.transport.write(OK_RESPONSE)
+        if upgraded:
+            # The parser stops at an upgrade request: answered 200 like the rest, then closed
+            # (a plain server that does not switch protocols).
+            self.transport.close()
 
 
 @dataclass

@@ -329,6 +329,95 @@ CASES = [
 ]
 
 
+def post_to(host: bytes, head: bytes, body: bytes = b"") -> bytes:
+    return b"POST / HTTP/1.1\r\nHost: " + host + b"\r\n" + head + b"\r\n" + body
+
+
+WEBSOCKET = (
+    b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+)
+
+# Per-route rules (routes in conftest): upload.test allows 4k (the core 1k), tiny.test 8 bytes,
+# unlimited.test any size; no-ws.test does not tunnel WebSocket.
+ROUTE_CASES = [
+    Case(
+        "route-limit-above-core-length",
+        post_to(b"upload.test", b"Content-Length: 2000\r\n", b"a" * 2000),
+        200,
+        False,
+        Forwarded("POST", body=b"a" * 2000, framing="length"),
+    ),
+    Case(
+        "route-limit-above-core-chunked",
+        post_to(b"upload.test", CHUNKED, b"800\r\n" + b"a" * 2048 + b"\r\n0\r\n\r\n"),
+        200,
+        False,
+        Forwarded("POST", body=b"a" * 2048, framing="chunked"),
+    ),
+    Case(
+        "route-limit-length-over",
+        post_to(b"upload.test", b"Content-Length: 5000\r\n", b"a" * 5000),
+        413,
+        True,
+        NOTHING,
+    ),
+    Case(
+        "route-limit-chunked-over",
+        post_to(b"upload.test", CHUNKED, b"1388\r\n" + b"a" * 5000 + b"\r\n0\r\n\r\n"),
+        413,
+        True,
+        UNFINISHED,
+    ),
+    Case(
+        "route-limit-small-exact",
+        post_to(b"tiny.test", b"Content-Length: 8\r\n", b"12345678"),
+        200,
+        False,
+        Forwarded("POST", body=b"12345678", framing="length"),
+    ),
+    Case(
+        "route-limit-small-length-over",
+        post_to(b"tiny.test", b"Content-Length: 9\r\n", b"123456789"),
+        413,
+        True,
+        NOTHING,
+    ),
+    Case(
+        "route-limit-small-chunked-over",
+        post_to(b"tiny.test", CHUNKED, b"5\r\n12345\r\n4\r\n6789\r\n0\r\n\r\n"),
+        413,
+        True,
+        UNFINISHED,
+    ),
+    Case(
+        "route-limit-zero-is-unlimited",
+        post_to(b"unlimited.test", b"Content-Length: 3000\r\n", b"b" * 3000),
+        200,
+        False,
+        Forwarded("POST", body=b"b" * 3000, framing="length"),
+    ),
+    Case(
+        "websocket-allowed-on-route",
+        get_with(H + b"Connection: Upgrade\r\n" + WEBSOCKET),
+        200,  # the strict upstream answers 200 and does not switch: the router then closes
+        True,
+        Forwarded(present={"Upgrade": b"websocket", "Sec-WebSocket-Version": b"13"}),
+    ),
+    Case(
+        "websocket-refused-on-route",
+        get_with(b"Host: no-ws.test\r\nConnection: Upgrade, Sec-WebSocket-Key\r\n" + WEBSOCKET),
+        200,
+        False,
+        Forwarded(
+            absent=("Upgrade", "Sec-WebSocket-Key", "Connection"),
+            present={"Sec-WebSocket-Version": b"13"},
+        ),
+    ),
+]
+CASES += ROUTE_CASES
+
+
 def _framing(msg: Message) -> str:
     lengths = msg.header_all("Content-Length")
     codings = msg.header_all("Transfer-Encoding")
@@ -432,3 +521,33 @@ def test_pipeline_stops_at_the_refused_request(rig: Rig) -> None:
         assert conn.read_response().status == 200
     targets = [m.target for raw in rig.strict.received() for m in parse_requests(raw).messages]
     assert [t for t in targets if t != "/__sync"] == ["/first"]
+
+
+def test_websocket_refused_on_route_when_pipelined(rig: Rig) -> None:
+    """A WebSocket request queued behind another, on a route without WebSocket: answered as a
+    plain request, without Upgrade; the parser is past the upgrade, so the connection closes and
+    the bytes after it never reach an upstream."""
+    rig.strict.clear()
+    first = b"GET /first HTTP/1.1\r\n" + H + b"\r\n"
+    ws = b"GET /ws HTTP/1.1\r\nHost: no-ws.test\r\nConnection: Upgrade\r\n" + WEBSOCKET + b"\r\n"
+    with RawConnection(rig.port, timeout=5) as conn:
+        conn.send(first + ws + SMUGGLED)
+        assert conn.read_response().status == 200
+        second = conn.read_response()
+        assert second.status == 200, second.describe()
+        assert second.header("Connection") == "close", second.describe()
+        assert conn.wait_closed(5)
+    messages = [m for raw in rig.strict.received() for m in parse_requests(raw).messages]
+    assert [m.target for m in messages] == ["/first", "/ws"]
+    assert not messages[1].header_all("Upgrade"), messages[1].raw_head
+    assert b"/smuggled" not in b"".join(rig.strict.received())
+
+
+def test_route_body_limit_is_the_matched_routes(rig: Rig) -> None:
+    """The limit is the matched route's: the same request is refused on one route and passed on
+    another that shares the upstream."""
+    body = b"x" * 100
+    for host, status in ((b"tiny.test", 413), (b"upload.test", 200), (b"example.test", 200)):
+        with RawConnection(rig.port, timeout=5) as conn:
+            conn.send(post_to(host, b"Content-Length: 100\r\n", body))
+            assert conn.read_response().status == status, host

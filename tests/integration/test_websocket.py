@@ -172,3 +172,42 @@ def test_upgrade_declined_by_upstream_stays_http(
         c.send(raw_request_bytes("GET", "/next", host="ws.test"))
         nxt = c.read_response()
     assert nxt.status == 200 and nxt.json()["target"] == "/next", nxt.describe()
+
+
+def test_websocket_only_on_routes_that_allow_it(
+    upstreams: UpstreamSet, start_core: StartCore
+) -> None:
+    """`websocket: false` on a route: the same handshake that is tunnelled on another route is
+    answered there as a plain request, and no Upgrade reaches that route's upstream."""
+    ws_up = upstreams.websocket("ws")
+    echo = upstreams.http("echo")
+    core = start_core(
+        config(
+            [upstream("ws", ws_up.address), upstream("echo", echo.address)],
+            [
+                route("ws", "ws", path="/ws/"),
+                route("plain", "echo", path="/plain/", websocket=False),
+            ],
+        )
+    )
+    handshake = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    with RawConnection(core.port, 10) as c:
+        c.send(raw_request_bytes("GET", "/plain/x", host="a.test", headers=handshake))
+        resp = c.read_response()
+        assert resp.status == 200, resp.describe()
+        assert resp.header("Upgrade") is None, resp.describe()
+        # A plain exchange: the connection stays usable for the next request.
+        c.send(raw_request_bytes("GET", "/plain/y", host="a.test"))
+        assert c.read_response().status == 200
+    seen = echo.snapshot()
+    assert [r.target for r in seen] == ["/plain/x", "/plain/y"]
+    assert seen[0].header("Upgrade") is None and seen[0].header("Connection") is None
+    with connect(f"ws://127.0.0.1:{core.port}/ws/x", proxy=None, open_timeout=10) as ws:
+        assert ws.recv(timeout=10) == "hello from ws"
+        ws.send("still tunnelled")
+        assert ws.recv(timeout=10) == "still tunnelled"

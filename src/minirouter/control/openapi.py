@@ -141,6 +141,19 @@ SCHEMAS: dict[str, Schema] = {
             "preserve_host": BOOLEAN,
             "retries": {"type": "integer", "minimum": 0, "maximum": 10},
             "enabled": BOOLEAN,
+            "max_body_size": {
+                "oneOf": [
+                    {"type": "null"},
+                    {"type": "integer", "minimum": 0},
+                    {"type": "string", "pattern": "^\\s*[0-9]+\\s*[kmgKMG]?[bB]?\\s*$"},
+                ],
+                "description": 'request body limit in bytes, or a size such as "10m"; 0: '
+                "unlimited; null: the core's --max-body-size",
+            },
+            "websocket": {
+                **BOOLEAN,
+                "description": "false: Upgrade: websocket is answered as a plain request",
+            },
         },
         ("id",),
     ),

@@ -48,6 +48,7 @@ class TargetState:
         "_probation",
         "_window_start",
         "address",
+        "address_b",
         "ejected_until",
         "healthy",
         "host",
@@ -62,6 +63,7 @@ class TargetState:
     def __init__(self, target: Target, passive: Passive | None = None) -> None:
         self.target = target
         self.address = target.address
+        self.address_b = target.address.encode("latin-1")  # the Host sent upstream
         self.host = target.host
         self.port = target.port
         # Validation rejects weights below 1; the clamp only keeps the policy arithmetic safe.
@@ -298,15 +300,18 @@ class Balancer:
         headers: Mapping[str, str] | None,
         exclude: Collection[TargetState],
     ) -> TargetState | None:
-        now = self._now()
         schedule = self._schedule
         if schedule is not None:
             cursor = self._cursor
             st = self.targets[schedule[cursor]]
             cursor += 1
             self._cursor = 0 if cursor == len(schedule) else cursor
-            if st.healthy and st.ejected_until <= now and not (exclude and st in exclude):
-                return st
+            if st.healthy and not (exclude and st in exclude):
+                until = st.ejected_until
+                # A target never ejected needs no clock reading.
+                if not until or until <= self._now():
+                    return st
+        now = self._now()
         # The slot's target is unusable (or there is no schedule): hand the slot to the live
         # smooth weighted round robin over the usable targets. That keeps the shares of the
         # others proportional to their weights; simply taking the next target in the list would

@@ -48,6 +48,11 @@ _VALID_HOST = re.compile(rb"[A-Za-z0-9.\-_~!$&'()*+,;=%\[\]:]*").fullmatch
 # bytes: the 503 is written after reading them, so that the close is a FIN and not a reset.
 REFUSE_LINGER = 1.0
 
+# What the connection's deadline is for.
+_HEADER_TIMEOUT = 1  # 408 (or a silent close if nothing was sent)
+_KEEPALIVE_TIMEOUT = 2  # close
+_REFUSE = 3  # over --max-connections: answer 503 and close
+
 
 class _Refused(Exception):
     """Raised from a parser callback: answer `status` (when its turn comes) and close."""
@@ -112,7 +117,14 @@ class ClientProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_size = 0
-        self._timer: asyncio.TimerHandle | None = None  # header / keep-alive timeout
+        # The header / keep-alive timeout: a deadline (loop time; 0: none) and what happens
+        # when it passes (_HEADER_TIMEOUT, ...). One timer per connection serves every request:
+        # it is scheduled only when none is, or when the deadline moves earlier than it; when
+        # it fires before the deadline (which moved later) it re-arms itself for the time left.
+        self._deadline = 0.0
+        self._deadline_kind = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         # While a request body is being read: the client must keep sending (body timeout).
         self._body_timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
@@ -143,7 +155,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         connections.add(self)
         self.state.metrics.connection_opened()
-        self._arm(self.limits.header_timeout, self._on_header_timeout)
+        self._arm(self.limits.header_timeout, _HEADER_TIMEOUT)
 
     def _make_room(self) -> bool:
         """At the connection cap: close one connection that waits for a request (as nginx
@@ -169,10 +181,9 @@ class ClientProtocol(asyncio.Protocol):
         # short wait), then close. The busy connections are not disturbed.
         self.refused = True
         self.closed = True
-        self._timer = self.loop.call_later(REFUSE_LINGER, self._refuse_now)
+        self._arm(REFUSE_LINGER, _REFUSE)
 
     def _refuse_now(self) -> None:
-        self._timer = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(responses.error(503, close=True))
             self.transport.close()
@@ -276,7 +287,7 @@ class ClientProtocol(asyncio.Protocol):
         self._headers = []
         self._header_size = 0
         if not self.queue:
-            self._arm(self.limits.header_timeout, self._on_header_timeout)
+            self._arm(self.limits.header_timeout, _HEADER_TIMEOUT)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -305,8 +316,8 @@ class ClientProtocol(asyncio.Protocol):
             self._url,
             self._headers,
             parser.get_http_version(),
-            bool(parser.should_keep_alive()),
-            bool(parser.should_upgrade()),
+            parser.should_keep_alive(),  # bool already (a Cython bint)
+            parser.should_upgrade(),
         )
         if cycle.error_status:
             raise _Refused(cycle.error_status)
@@ -318,9 +329,10 @@ class ClientProtocol(asyncio.Protocol):
         self.queue.append(cycle)
         if cycle.chunked or cycle.content_length:
             self._last_read = self.loop.time()
-            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._check_body)
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(self.limits.body_timeout, self._check_body)
         if len(self.queue) == 1:
-            self._disarm()
+            self._deadline = 0.0  # a request runs: no header or keep-alive timeout
             cycle.run()
         else:
             # Pipelined: answer in order; read no further until it is this one's turn.
@@ -333,10 +345,8 @@ class ClientProtocol(asyncio.Protocol):
             self.parsing.client_body(body)
 
     def on_message_complete(self) -> None:
+        # A body timer is left to run out: the next body re-uses it (see _check_body).
         self._meta_bytes = 0
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
         cycle = self.parsing
         if cycle is not None:
             self.parsing = None
@@ -361,9 +371,9 @@ class ClientProtocol(asyncio.Protocol):
             # would otherwise recurse cycle_done -> run -> cycle_done ... to the recursion limit.
             self.loop.call_soon(self._run_next, nxt)
         elif self._in_head:
-            self._arm(self.limits.header_timeout, self._on_header_timeout)
+            self._arm(self.limits.header_timeout, _HEADER_TIMEOUT)
         else:
-            self._arm(self.limits.keepalive_timeout, self.close)
+            self._arm(self.limits.keepalive_timeout, _KEEPALIVE_TIMEOUT)
 
     def _run_next(self, cycle: RequestCycle) -> None:
         if not self.closed and self.queue and self.queue[0] is cycle:
@@ -417,7 +427,6 @@ class ClientProtocol(asyncio.Protocol):
         self.close()
 
     def _on_header_timeout(self) -> None:
-        self._timer = None
         if self.queue:
             return
         if self._in_head or self._head_bytes:
@@ -426,9 +435,11 @@ class ClientProtocol(asyncio.Protocol):
             self.close()
 
     def _check_body(self) -> None:
-        # One timer per body, not one per read: it re-arms itself for the time left.
+        # One timer per body, not one per read: it re-arms itself for the time left. Left
+        # running after a body ends, it is taken over by the next body, if any.
         self._body_timer = None
-        if self.closed or self.parsing is None:
+        cycle = self.parsing
+        if self.closed or cycle is None or not (cycle.chunked or cycle.content_length):
             return
         now = self.loop.time()
         if self.gate is not None and self.gate.reasons:
@@ -450,12 +461,38 @@ class ClientProtocol(asyncio.Protocol):
                 timer.cancel()
         self._body_timer = self._send_timer = None
 
-    def _arm(self, delay: float, callback: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(delay, callback)  # type: ignore[arg-type]
+    def _arm(self, delay: float, kind: int) -> None:
+        deadline = self.loop.time() + delay
+        self._deadline = deadline
+        self._deadline_kind = kind
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if not deadline:
+            return
+        if deadline - self.loop.time() > 0.001:
+            # The deadline moved later since the timer was set: wait for the time left.
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            return
+        self._deadline = 0.0
+        kind = self._deadline_kind
+        if kind == _HEADER_TIMEOUT:
+            self._on_header_timeout()
+        elif kind == _KEEPALIVE_TIMEOUT:
+            self.close()
+        else:
+            self._refuse_now()
 
     def _disarm(self) -> None:
+        self._deadline = 0.0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -466,6 +503,7 @@ class RequestCycle:
 
     __slots__ = (
         "balancer",
+        "body_limit",
         "body_received",
         "bytes_sent",
         "chunked",
@@ -586,6 +624,7 @@ class RequestCycle:
         # Progress.
         self.request_complete = False
         self.body_received = 0
+        self.body_limit = 0  # set when routed: the route's max_body_size or --max-body-size
         self.pending: list[bytes] = []  # framed body bytes waiting for an upstream
         self.pending_size = 0
         self.discard_body = False
@@ -636,10 +675,6 @@ class RequestCycle:
             )
             return
         proto = self.proto
-        limit = self.state.limits.max_body_size
-        if limit and self.content_length is not None and self.content_length > limit:
-            self.respond_own(responses.error(413, close=True), 413, True)
-            return
         if self.method == "CONNECT":
             self.respond_own(responses.error(405, close=True), 405, True)
             return
@@ -687,6 +722,15 @@ class RequestCycle:
         table = self.state.table
         headers_map = self._headers_map() if table.uses_headers else None
         match = table.match(host, path, self.method, headers_map)
+        if self.content_length or self.chunked:
+            # The body limit is the route's, once routed (the core's when no route matches).
+            limit = self.state.limits.max_body_size
+            if match is not None and match.route.max_body_size is not None:
+                limit = match.route.max_body_size
+            if limit and ((self.content_length or 0) > limit or self.body_received > limit):
+                self.respond_own(responses.error(413, close=True), 413, True)
+                return
+            self.body_limit = limit
         if match is None:
             self.respond_own(
                 responses.error(404, close=self.body_pending()), 404, self.body_pending()
@@ -695,6 +739,13 @@ class RequestCycle:
         self.match = match
         route = match.route
         self.route_id = route.id
+        if self.upgrade is not None and not route.websocket:
+            # Not tunnelled on this route: answered as a plain request, like h2c.
+            self.upgrade = None
+            if proto.upgraded is self:
+                # Pipelined: the parser already went past the upgrade; nothing after it can
+                # be read as a request.
+                self.keep_alive = False
         if route.redirect is not None:
             location = self._redirect_location(route.redirect.to, path, match.captures)
             self.respond_own(
@@ -726,7 +777,7 @@ class RequestCycle:
 
     def body_pending(self) -> bool:
         """Body bytes (or tunnel bytes) may still arrive: an answer now must close."""
-        if self.upgrade is not None:
+        if self.upgrade is not None or self.proto.upgraded is self:
             return True  # past an upgrade request the parser cannot read another request
         return not self.request_complete and (self.chunked or bool(self.content_length))
 
@@ -826,7 +877,7 @@ class RequestCycle:
         self.target.begin()
         conn.start(self, spec.timeouts.read, head_only=self.method == "HEAD")
         route = self.match.route
-        host = self.host_b if route.preserve_host else self.target.address.encode("latin-1")
+        host = self.host_b if route.preserve_host else self.target.address_b
         headers = self.headers
         if self.expect is not None:
             # The router answered the expectation itself (like nginx, which drops it too).
@@ -866,7 +917,7 @@ class RequestCycle:
 
     def client_body(self, data: bytes) -> None:
         self.body_received += len(data)
-        limit = self.state.limits.max_body_size
+        limit = self.body_limit  # 0 until routed: the bytes wait in `pending`, bounded
         if limit and self.body_received > limit:
             if not self.response_started and self.proto.queue and self.proto.queue[0] is self:
                 self._drop_upstream()
@@ -1064,9 +1115,10 @@ class RequestCycle:
         self.response_done = True
         conn = self.conn
         self.conn = None
-        if self.proto.gate is not None:
+        gate = self.proto.gate
+        if gate is not None and gate.reasons & PAUSE_UPSTREAM:
             # A full upstream write buffer paused the client; that upstream is done with us.
-            self.proto.gate.resume(PAUSE_UPSTREAM)
+            gate.resume(PAUSE_UPSTREAM)
         target = self.target
         if target is not None:
             target.end()

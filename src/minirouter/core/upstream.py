@@ -76,8 +76,14 @@ class UpstreamConnection(asyncio.Protocol):
         # the response is sent on.
         self._complete = False
         self._extra = False  # bytes after a complete HEAD answer
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._read_timer: asyncio.TimerHandle | None = None
+        # One timer per connection for both timeouts, scheduled only when none is or when a
+        # deadline moves earlier than it; when it fires early (the deadline moved later, as it
+        # does with every request) it re-arms itself for the time left. So a busy keep-alive
+        # connection schedules a timer about once per timeout, not twice per request.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._read_armed = False  # waiting for the response: timeouts.read applies
+        self._idle_deadline = 0.0  # parked in the pool until then (loop time; 0: not parked)
         self._read_timeout = 0.0
         self._last_read = 0.0
         self._paused = False  # reading paused for a slow client: not the upstream's fault
@@ -108,7 +114,7 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes from an idle connection: the upstream is confused; never reuse it.
             self.close()
             return
-        if self._read_timer is not None:
+        if self._read_armed:
             self._last_read = self.loop.time()
         self.response_started = True
         self._unparsed += len(data)
@@ -158,7 +164,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._cancel_timers()
+        self._stop_timer()
         handler = self.handler
         if handler is not None:
             self.handler = None
@@ -197,7 +203,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._unparsed = 0
         status = self.parser.get_status_code()
         handler.on_upstream_head(
-            status, self._reason, self._headers, bool(self.parser.should_keep_alive())
+            status, self._reason, self._headers, self.parser.should_keep_alive()
         )
         if self.head_only and status >= 200 and self.handler is not None:
             self._done_head_only = True
@@ -239,10 +245,10 @@ class UpstreamConnection(asyncio.Protocol):
         From then on `timeouts.read` bounds every wait for the upstream (for the head, and
         between two reads of the body), as nginx's proxy_read_timeout does.
         """
-        self._cancel_read_timer()
         if not self.closed:
-            self._last_read = self.loop.time()
-            self._read_timer = self.loop.call_later(self._read_timeout, self._check_read)
+            now = self._last_read = self.loop.time()
+            self._read_armed = True
+            self._schedule(now + self._read_timeout)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -254,6 +260,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        if not self._paused:
+            return  # only pause_reading pauses the transport (park resumes it by itself)
         self._paused = False
         self._last_read = self.loop.time()
         if self.transport is not None and not self.closed:
@@ -261,13 +269,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        self._cancel_timers()
+        self._stop_timer()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         self.closed = True
-        self._cancel_timers()
+        self._stop_timer()
         if self.transport is not None:
             self.transport.abort()
 
@@ -275,31 +283,50 @@ class UpstreamConnection(asyncio.Protocol):
         """Become idle in the pool; closed by the timer if nobody takes it in time."""
         self.handler = None
         self.reused = True
-        self._cancel_read_timer()
-        if self.transport is not None:
-            # A slow client may have paused us; idle, we must read to notice a close.
+        self._read_armed = False
+        if self._paused and self.transport is not None:
+            # A slow client paused us; idle, we must read to notice a close.
             self._paused = False
             self.transport.resume_reading()
-        self._idle_timer = self.loop.call_later(idle_timeout, self._on_idle_timeout)
+        self._idle_deadline = deadline = self.loop.time() + idle_timeout
+        self._schedule(deadline)
 
     # -- timers ------------------------------------------------------------
 
-    def _check_read(self) -> None:
-        # One timer per exchange, not one per read: it re-arms itself for the time left.
-        self._read_timer = None
-        if self.handler is None or self.closed:
+    def _schedule(self, deadline: float) -> None:
+        """Make sure the timer fires no later than `deadline` (loop time)."""
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closed:
             return
         now = self.loop.time()
-        if self._paused:
-            self._last_read = now
-        left = self._last_read + self._read_timeout - now
-        if left > 0:
-            self._read_timer = self.loop.call_later(left, self._check_read)
+        reading = self._read_armed and self.handler is not None
+        if reading:
+            # Not one timer per read: the time left since the last read decides.
+            if self._paused:
+                self._last_read = now  # we stopped reading for a slow client
+            deadline = self._last_read + self._read_timeout
+        elif self._idle_deadline:
+            deadline = self._idle_deadline
         else:
+            return  # nothing to wait for any more (a tunnel, or a request in progress)
+        if deadline - now > 0.001:
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+        elif reading:
             self._on_read_timeout()
+        else:
+            self._on_idle_timeout()
 
     def _on_read_timeout(self) -> None:
-        self._read_timer = None
+        self._read_armed = False
         handler = self.handler
         self.handler = None
         self.abort()
@@ -307,21 +334,24 @@ class UpstreamConnection(asyncio.Protocol):
             handler.on_upstream_error(504, "upstream read timeout")
 
     def _on_idle_timeout(self) -> None:
-        self._idle_timer = None
+        self._idle_deadline = 0.0
         with contextlib.suppress(ValueError):
             self.target.idle.remove(self)
         self.close()
 
     def _cancel_read_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._read_armed = False  # the timer, if any, finds nothing to do and stops
 
     def _cancel_timers(self) -> None:
-        self._cancel_read_timer()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._read_armed = False
+        self._idle_deadline = 0.0
+
+    def _stop_timer(self) -> None:
+        self._read_armed = False
+        self._idle_deadline = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def take_idle(target: TargetState) -> UpstreamConnection | None:
