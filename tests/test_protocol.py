@@ -498,9 +498,29 @@ def pooled_connection(
     )
     target = Balancer(spec).targets[0]
     conn = pool.UpstreamConnection(target, loop)
+    conn.spec = spec  # as open_connection records it
     tr = FakeTransport()
     conn.connection_made(tr)
     return conn, tr, target, spec
+
+
+def test_pooled_connection_not_reused_after_its_transport_settings_changed(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A connection opened before `tls` (or sni/verify/ca) changed is closed, not reused: it
+    would carry requests in plaintext where the config now asks for verified TLS. Any other
+    change of the upstream keeps its pooled connections."""
+    from minirouter.core import upstream as pool
+    from minirouter.model import Upstream
+
+    conn, tr, target, spec = pooled_connection(loop)
+    pool.release(conn, spec)
+    resized = Upstream.from_dict({**spec.to_dict(), "keepalive": 8})
+    assert pool.take_idle(target, resized) is conn
+    pool.release(conn, resized)
+    secured = Upstream.from_dict({**spec.to_dict(), "tls": True})
+    assert pool.take_idle(target, secured) is None
+    assert tr.closed and not target.idle
 
 
 def test_upstream_read_timeout_after_the_connection_was_pooled(
@@ -513,7 +533,7 @@ def test_upstream_read_timeout_after_the_connection_was_pooled(
     clock = FakeClock(loop)
     conn, tr, target, spec = pooled_connection(loop)
     pool.release(conn, spec)
-    assert pool.take_idle(target) is conn
+    assert pool.take_idle(target, spec) is conn
     handler = RecordingHandler()
     conn.start(handler, 5.0, head_only=False)
     conn.arm_read_timeout()
@@ -523,7 +543,7 @@ def test_upstream_read_timeout_after_the_connection_was_pooled(
     before = clock.scheduled
     for i in range(2, 50):
         clock.advance_to(i * 0.1)
-        assert pool.take_idle(target) is conn
+        assert pool.take_idle(target, spec) is conn
         conn.start(handler, 5.0, head_only=False)
         conn.arm_read_timeout()
         conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -531,7 +551,7 @@ def test_upstream_read_timeout_after_the_connection_was_pooled(
     assert clock.scheduled == before
     assert handler.errors == []
     # Now a request that gets no answer.
-    assert pool.take_idle(target) is conn
+    assert pool.take_idle(target, spec) is conn
     conn.start(handler, 5.0, head_only=False)
     conn.arm_read_timeout()  # at 1004.9: due at 1009.9
     clock.advance_to(9.8)

@@ -135,6 +135,25 @@ def test_route_add_redirect_and_disabled(basic: Cli) -> None:
     }
 
 
+def test_route_add_body_limit_and_no_websocket(basic: Cli) -> None:
+    basic.ok(
+        "route", "add", "up", "--path", "/up/", "--upstream", "web",
+        "--max-body-size", "10m", "--no-websocket",
+    )  # fmt: skip
+    assert basic.json("route", "show", "up") == {
+        "id": "up",
+        "path": "/up/",
+        "upstream": "web",
+        "max_body_size": 10 * 1024 * 1024,
+        "websocket": False,
+    }
+    err = basic.fails(
+        "route", "add", "x", "--path", "/x/", "--upstream", "web", "--max-body-size", "big"
+    )
+    assert "--max-body-size: invalid size 'big'" in err
+    assert basic.rev() == 2
+
+
 def test_route_add_names_the_bad_flags(basic: Cli) -> None:
     err = basic.fails(
         "route", "add", "x", "--path", "no-slash", "--host", "a..b", "--upstream", "api"

@@ -446,6 +446,8 @@ _ROUTE_FLAGS = {
     "strip_prefix": "--strip-prefix",
     "rewrite": "--rewrite",
     "preserve_host": "--preserve-host",
+    "max_body_size": "--max-body-size",
+    "websocket": "--no-websocket",
     "enabled": "--disabled",
 }
 
@@ -471,6 +473,12 @@ _ROUTE_FLAGS = {
 @click.option("--strip-prefix", is_flag=True, help="Drop the matched prefix before forwarding.")
 @click.option("--rewrite", metavar="TEMPLATE", help="Regex routes: the new path, e.g. /v2/$1.")
 @click.option("--preserve-host", is_flag=True, help="Send the client's Host upstream.")
+@click.option(
+    "--max-body-size",
+    metavar="SIZE",
+    help='Request body limit for this route ("10m", bytes; 0 = unlimited; default: the core\'s).',
+)
+@click.option("--no-websocket", is_flag=True, help="Answer WebSocket upgrades as plain requests.")
 @click.option("--disabled", is_flag=True, help="Add the route switched off.")
 @store_option
 def route_add(
@@ -487,6 +495,8 @@ def route_add(
     strip_prefix: bool,
     rewrite: str | None,
     preserve_host: bool,
+    max_body_size: str | None,
+    no_websocket: bool,
     disabled: bool,
     store_url: str | None,
 ) -> None:
@@ -509,6 +519,8 @@ def route_add(
         "strip_prefix": True if strip_prefix else None,
         "rewrite": rewrite,
         "preserve_host": True if preserve_host else None,
+        "max_body_size": max_body_size,  # the model parses "10m" and names the field if bad
+        "websocket": False if no_websocket else None,
         "enabled": False if disabled else None,
     }
     item = _item_source("routes", route_id, file, data, _ROUTE_FLAGS)

@@ -819,7 +819,7 @@ class RequestCycle:
         self.target = target
         self.tried.append(target)
         self.upstream_addr = target.address
-        conn = pool.take_idle(target)
+        conn = pool.take_idle(target, self.balancer.upstream)
         if conn is not None:
             self._attach(conn)
             return

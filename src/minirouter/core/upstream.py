@@ -56,6 +56,8 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, target: TargetState, loop: asyncio.AbstractEventLoop) -> None:
         self.target = target
         self.loop = loop
+        # The upstream settings this connection was opened under (see `take_idle`).
+        self.spec: Upstream | None = None
         self.transport: asyncio.Transport | None = None
         self.handler: ResponseHandler | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -354,16 +356,34 @@ class UpstreamConnection(asyncio.Protocol):
             self._timer = None
 
 
-def take_idle(target: TargetState) -> UpstreamConnection | None:
-    """The most recently parked live connection to `target`, or None."""
+def take_idle(target: TargetState, spec: Upstream) -> UpstreamConnection | None:
+    """The most recently parked live connection to `target`, or None.
+
+    A connection opened under other transport settings (`tls`, `sni`, `verify`, `ca` changed
+    since) is closed instead: it could be plaintext or unverified where the config now asks for
+    verified TLS.
+    """
     idle = target.idle
     while idle:
         conn: UpstreamConnection = idle.pop()
         if conn.closed or conn.transport is None or conn.transport.is_closing():
             continue
+        if conn.spec is not spec and not same_transport(conn.spec, spec):
+            conn.close()
+            continue
         conn._cancel_timers()
         return conn
     return None
+
+
+def same_transport(old: Upstream | None, new: Upstream) -> bool:
+    """Whether a connection opened for `old` may carry requests for `new`."""
+    return old is not None and (old.tls, old.sni, old.verify, old.ca) == (
+        new.tls,
+        new.sni,
+        new.verify,
+        new.ca,
+    )
 
 
 def release(conn: UpstreamConnection, spec: Upstream) -> None:
@@ -400,4 +420,5 @@ async def open_connection(
             lambda: UpstreamConnection(target, loop), target.host, target.port
         )
     _, conn = await asyncio.wait_for(connecting, timeout=spec.timeouts.connect)
+    conn.spec = spec
     return conn
