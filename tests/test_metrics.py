@@ -66,6 +66,8 @@ def test_empty_render_is_valid_and_has_every_family() -> None:
         "minirouter_bytes_received_total": "counter",
         "minirouter_bytes_sent_total": "counter",
         "minirouter_open_connections": "gauge",
+        "minirouter_connections_refused_total": "counter",
+        "minirouter_connections_evicted_total": "counter",
         "minirouter_config_revision": "gauge",
         "minirouter_config_reloads_total": "counter",
         "minirouter_upstream_target_up": "gauge",
@@ -76,6 +78,9 @@ def test_empty_render_is_valid_and_has_every_family() -> None:
     assert samples[("minirouter_config_reloads_total", (("result", "ok"),))] == 0
     assert samples[("minirouter_config_reloads_total", (("result", "error"),))] == 0
     assert samples[("minirouter_open_connections", ())] == 0
+    assert samples[("minirouter_connections_refused_total", ())] == 0
+    assert samples[("minirouter_connections_evicted_total", ())] == 0
+    assert "minirouter_store_behind" not in types  # store mode only
     assert "version=0.0.4" in CONTENT_TYPE
 
 
@@ -156,6 +161,31 @@ def test_gauges_and_reloads() -> None:
     m.connection_closed()  # never below zero
     _, _, s = parse(m.render())
     assert s[("minirouter_open_connections", ())] == 0
+
+
+def test_connection_cap_counters() -> None:
+    m = Metrics()
+    m.connection_refused()
+    m.connection_refused()
+    m.connection_evicted()
+    _, _, s = parse(m.render())
+    assert s[("minirouter_connections_refused_total", ())] == 2
+    assert s[("minirouter_connections_evicted_total", ())] == 1
+
+
+def test_store_behind_gauge_in_store_mode() -> None:
+    m = Metrics()
+    m.set_store_behind(True)
+    types, _, s = parse(m.render())
+    assert "minirouter_store_behind" not in types  # not following a store: left out
+    m.store_up(True)
+    types, helps, s = parse(m.render())
+    assert types["minirouter_store_behind"] == "gauge"
+    assert helps["minirouter_store_behind"]
+    assert s[("minirouter_store_behind", ())] == 1
+    m.set_store_behind(False)
+    _, _, s = parse(m.render())
+    assert s[("minirouter_store_behind", ())] == 0
 
 
 def test_label_values_are_escaped() -> None:

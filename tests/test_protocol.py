@@ -6,13 +6,14 @@ Nothing here reaches an upstream; the integration tests cover proxying with real
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from minirouter.config import CoreSettings, Limits
-from minirouter.core.protocol import ClientProtocol
+from minirouter.core.protocol import ClientProtocol, TLSAccept
 from minirouter.core.state import RouterState
 from minirouter.model import config_from_dict
 
@@ -370,6 +371,40 @@ def test_connection_cap_evicts_an_idle_connection_then_refuses(
     idle.connection_lost(None)
     assert state.metrics.open_connections == 2
     assert not busy_t.closed and not busy_t.buffer
+    assert state.metrics.connections_evicted == 1
+    assert state.metrics.connections_refused == 1
+    text = state.metrics.render()
+    assert b"\nminirouter_connections_evicted_total 1\n" in text
+    assert b"\nminirouter_connections_refused_total 1\n" in text
+
+
+def test_tls_handshakes_take_a_place_under_the_cap(loop: asyncio.AbstractEventLoop) -> None:
+    """A TLS connection counts from accept: it evicts an idle connection, and with every
+    place busy it is closed at once (nothing can be answered before a handshake)."""
+    idle, idle_t, state = make(loop, max_connections=2)
+    busy, busy_t = _connect(state)
+    busy.data_received(b"GET / HTTP/1.1\r\n")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    first = TLSAccept(state, context, 10.0)
+    first_t = FakeTransport()
+    first.connection_made(first_t)  # type: ignore[arg-type]
+    assert idle_t.closed and not first_t.closed and not busy_t.closed
+    assert first in state.connections and first.task is not None
+    assert state.metrics.connections_evicted == 1
+    second = TLSAccept(state, context, 10.0)
+    second_t = FakeTransport()
+    second.connection_made(second_t)  # type: ignore[arg-type]
+    assert second_t.closed and second not in state.connections and second.task is None
+    assert state.metrics.connections_refused == 1
+    # A handshake abandoned before it started gives its place back.
+    task = first.task
+    first.connection_lost(None)
+    assert first not in state.connections and first.task is None
+    loop.run_until_complete(asyncio.sleep(0))
+    assert task.cancelled()
+    assert len(state.connections) == 1
+    idle.connection_lost(None)
+    finish(busy, busy_t)
 
 
 def test_refused_request_stops_the_parser(loop: asyncio.AbstractEventLoop) -> None:

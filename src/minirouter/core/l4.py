@@ -218,7 +218,7 @@ class L4Listeners:
                 lambda: _ClientSide(self, running, counters),
                 host,
                 port,
-                ssl=self.certificates.context if spec.tls else None,
+                ssl=self.certificates.l4_context if spec.tls else None,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT if spec.tls else None,
                 reuse_port=self.state.settings.workers > 1,
                 backlog=1024,

@@ -113,12 +113,15 @@ class Metrics:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.open_connections = 0
+        self.connections_refused = 0  # over --max-connections with every connection busy
+        self.connections_evicted = 0  # idle connections closed to make room at the cap
         self.config_revision = 0
         # Both results exist from the start so that rate() works before the first error.
         self.config_reloads: dict[str, int] = {"ok": 0, "error": 0}
         self.target_up: dict[tuple[str, str], int] = {}
         self.upstream_failures: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.store_connected: int | None = None  # None: not following a store
+        self.store_behind_flag = 0  # 1: the store came back behind the revision served
         self.mirror_invalid_items: defaultdict[str, int] = defaultdict(int)
         self.listeners: dict[str, ListenerCounters] = {}
         self.tls_unknown_names = 0  # handshakes refused: no certificate for the SNI name
@@ -156,6 +159,14 @@ class Metrics:
         if self.open_connections > 0:
             self.open_connections -= 1
 
+    def connection_refused(self) -> None:
+        """A client connection refused at `--max-connections` (every connection busy)."""
+        self.connections_refused += 1
+
+    def connection_evicted(self) -> None:
+        """An idle connection closed to make room for a new one at `--max-connections`."""
+        self.connections_evicted += 1
+
     # -- occasional ------------------------------------------------------------
 
     def set_revision(self, rev: int) -> None:
@@ -170,6 +181,10 @@ class Metrics:
     def store_up(self, up: bool) -> None:
         """Whether the config store is reachable (store mode only)."""
         self.store_connected = 1 if up else 0
+
+    def set_store_behind(self, flag: bool) -> None:
+        """Whether the store came back with a lower revision than the one served (store mode)."""
+        self.store_behind_flag = 1 if flag else 0
 
     def mirror_invalid(self, key: str) -> None:
         """An invalid item met while mirroring the store ("routes/<id>"), skipped."""
@@ -253,6 +268,18 @@ class Metrics:
 
         name = family("open_connections", "gauge", "Client connections currently open.")
         out.append(f"{name} {self.open_connections}")
+        name = family(
+            "connections_refused_total",
+            "counter",
+            "Client connections refused at --max-connections (every connection busy).",
+        )
+        out.append(f"{name} {self.connections_refused}")
+        name = family(
+            "connections_evicted_total",
+            "counter",
+            "Idle client connections closed to make room at --max-connections.",
+        )
+        out.append(f"{name} {self.connections_evicted}")
 
         name = family("config_revision", "gauge", "Config revision currently applied.")
         out.append(f"{name} {self.config_revision}")
@@ -294,6 +321,12 @@ class Metrics:
         if self.store_connected is not None:
             name = family("store_up", "gauge", "Whether the config store is reachable (1) or not.")
             out.append(f"{name} {self.store_connected}")
+            name = family(
+                "store_behind",
+                "gauge",
+                "Whether the store came back behind the revision served (1: not applied).",
+            )
+            out.append(f"{name} {self.store_behind_flag}")
             name = family(
                 "mirror_invalid_items_total",
                 "counter",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
@@ -88,6 +89,132 @@ class ReadGate:
                     self.transport.resume_reading()
 
 
+def make_room(state: RouterState) -> bool:
+    """At the connection cap: close one connection that waits for a request (as nginx reuses
+    idle keep-alive connections); False if every connection is busy."""
+    connections = state.connections
+    for conn in connections:
+        if isinstance(conn, ClientProtocol) and conn.evictable():
+            conn.close()
+            # connection_lost comes later; the set must shrink now for the next accept.
+            connections.discard(conn)
+            state.metrics.connection_closed()
+            state.metrics.connection_evicted()
+            return True
+    return False
+
+
+class TLSAccept(asyncio.Protocol):
+    """An HTTPS listener's connection from accept until its TLS handshake is done.
+
+    A handshake holds a file descriptor (and OpenSSL state) for up to the handshake timeout, so
+    the connection takes its place in `state.connections` at accept, before any TLS work: at
+    the cap an idle connection makes room, else the new one is closed at once (a 503 cannot
+    be sent before a handshake; `minirouter_connections_refused_total` counts it). Once the
+    handshake is done the place passes to the connection's `ClientProtocol`; a handshake that
+    fails, times out or is abandoned gives it back.
+
+    uvloop's `create_server(ssl=...)` tells the application nothing about a handshake that
+    fails (its protocol is only called once the handshake succeeded), so this protocol runs the
+    handshake itself with `loop.start_tls`.
+    """
+
+    def __init__(self, state: RouterState, context: ssl.SSLContext, timeout: float) -> None:
+        self.state = state
+        self.context = context
+        self.timeout = timeout
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+        # Bytes read before start_tls took the connection over (then reading is paused).
+        self.early = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        state = self.state
+        cap = state.limits.max_connections
+        if cap and len(state.connections) >= cap and not make_room(state):
+            state.metrics.connection_refused()
+            transport.abort()
+            return
+        state.connections.add(self)
+        self.task = state.loop.create_task(self._handshake(transport))
+
+    def data_received(self, data: bytes) -> None:
+        # Only until the handshake task has started: the transport reads as soon as
+        # connection_made returns, one loop turn before start_tls takes the connection over.
+        self.early += data
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Only before start_tls took over (afterwards the TLS protocol gets this).
+        self.state.connections.discard(self)
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    def _replay(self, transport: asyncio.Transport, data: bytes) -> None:
+        # Runs first in the loop turn after start_tls put its protocol in place (before that
+        # protocol starts the handshake): it gets the bytes that came early, in order.
+        proto = cast(asyncio.BufferedProtocol, transport.get_protocol())
+        view = memoryview(data)
+        while view:
+            buf = memoryview(proto.get_buffer(len(view)))
+            n = min(len(buf), len(view))
+            if not n:
+                break
+            buf[:n] = view[:n]
+            proto.buffer_updated(n)
+            view = view[n:]
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        state = self.state
+        client = ClientProtocol(state, b"https")
+        tls: asyncio.Transport | None = None
+        try:
+            if self.early:
+                state.loop.call_soon(self._replay, transport, self.early)
+                self.early = b""
+            tls = cast(
+                asyncio.Transport,
+                await state.loop.start_tls(
+                    transport,
+                    client,
+                    self.context,
+                    server_side=True,
+                    ssl_handshake_timeout=self.timeout,
+                ),
+            )
+        except (OSError, EOFError, ValueError):
+            # A failed handshake (an SSLError), its timeout, the client gone: start_tls has
+            # closed the connection; nothing to report (as with any TLS server).
+            pass
+        finally:
+            state.connections.discard(self)
+            self.task = None
+            if tls is None and not transport.is_closing():
+                transport.abort()
+        if tls is None or tls.is_closing():
+            return
+        # Runs before the TLS protocol passes on the first application data (uvloop schedules
+        # that after waking start_tls up). The cap check finds the place just given back.
+        client.connection_made(tls)
+
+    def idle(self) -> bool:
+        """No request yet (graceful shutdown closes it)."""
+        return True
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    def abort(self) -> None:
+        self.close()
+
+
 class ClientProtocol(asyncio.Protocol):
     """One client connection: parsing, pipelining, timers, flow control."""
 
@@ -150,37 +277,30 @@ class ClientProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
         connections = self.state.connections
         cap = self.limits.max_connections
-        if cap and len(connections) >= cap and not self._make_room():
+        if cap and len(connections) >= cap and not make_room(self.state):
             self._refuse()
             return
         connections.add(self)
         self.state.metrics.connection_opened()
         self._arm(self.limits.header_timeout, _HEADER_TIMEOUT)
 
-    def _make_room(self) -> bool:
-        """At the connection cap: close one connection that waits for a request (as nginx
-        reuses idle keep-alive connections); False if every connection is busy."""
-        for conn in self.state.connections:
-            if (
-                isinstance(conn, ClientProtocol)
-                and not conn.closed
-                and not conn.queue
-                and not conn._in_head
-                and conn.parsing is None
-                and conn.upgraded is None
-            ):
-                conn.close()
-                # connection_lost comes later; the set must shrink now for the next accept.
-                self.state.connections.discard(conn)
-                self.state.metrics.connection_closed()
-                return True
-        return False
+    def evictable(self) -> bool:
+        """Waiting for a request (keep-alive, or nothing sent yet): may be closed to make
+        room at the connection cap."""
+        return (
+            not self.closed
+            and not self.queue
+            and not self._in_head
+            and self.parsing is None
+            and self.upgraded is None
+        )
 
     def _refuse(self) -> None:
         # Not counted and never parsed: 503 once the client's first bytes are in (or after a
         # short wait), then close. The busy connections are not disturbed.
         self.refused = True
         self.closed = True
+        self.state.metrics.connection_refused()
         self._arm(REFUSE_LINGER, _REFUSE)
 
     def _refuse_now(self) -> None:
@@ -189,14 +309,15 @@ class ClientProtocol(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.refused:
+        if self.refused or self.transport is None:
+            # Refused; or a TLS handshake that failed before connection_made (TLSAccept).
             self._disarm()
             return
         self.closed = True
         self._disarm()
         self._cancel_io_timers()
         connections = self.state.connections
-        if self in connections:  # not if evicted by _make_room, which did this already
+        if self in connections:  # not if evicted by make_room, which did this already
             connections.discard(self)
             self.state.metrics.connection_closed()
         for cycle in self.queue:

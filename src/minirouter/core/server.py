@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from minirouter.config import CoreSettings, format_address
 from minirouter.core.admin import start_admin
 from minirouter.core.l4 import L4Listeners
-from minirouter.core.protocol import ClientProtocol
+from minirouter.core.protocol import ClientProtocol, TLSAccept
 from minirouter.core.state import RouterState
 from minirouter.core.tls import HANDSHAKE_TIMEOUT, CertificateStore
 
@@ -45,6 +45,7 @@ async def serve(settings: CoreSettings) -> None:
         lambda config: certificates.update(
             config.certificates,
             report=bool(settings.listen_tls) or any(spec.tls for spec in config.listeners),
+            l4=any(spec.tls for spec in config.listeners),
         )
     )
     l4 = L4Listeners(state, certificates)
@@ -75,12 +76,12 @@ async def serve(settings: CoreSettings) -> None:
         for host, port in settings.listen_tls:
             try:
                 servers.append(
+                    # The handshake runs in TLSAccept, so that it counts against
+                    # --max-connections from accept on.
                     await loop.create_server(
-                        lambda: ClientProtocol(state, b"https"),
+                        lambda: TLSAccept(state, certificates.context, HANDSHAKE_TIMEOUT),
                         host,
                         port,
-                        ssl=certificates.context,
-                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
                         reuse_port=settings.workers > 1,
                         backlog=2048,
                     )
@@ -185,11 +186,11 @@ async def _drain(
     deadline = time.monotonic() + timeout
     while state.connections and time.monotonic() < deadline:
         for conn in list(state.connections):
-            if isinstance(conn, ClientProtocol) and conn.idle():
+            if isinstance(conn, ClientProtocol | TLSAccept) and conn.idle():
                 conn.close()
         await asyncio.sleep(0.02)
     for conn in list(state.connections):
-        if isinstance(conn, ClientProtocol):
+        if isinstance(conn, ClientProtocol | TLSAccept):
             conn.abort()
 
 

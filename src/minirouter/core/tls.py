@@ -44,10 +44,11 @@ HANDSHAKE_TIMEOUT = 10.0
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1:!SHA256:!SHA384"
 
 
-def _harden(ctx: ssl.SSLContext) -> None:
+def _harden(ctx: ssl.SSLContext, *, alpn: bool = True) -> None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(_TLS12_CIPHERS)
-    ctx.set_alpn_protocols(["http/1.1"])
+    if alpn:
+        ctx.set_alpn_protocols(["http/1.1"])
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
 
 
@@ -88,9 +89,12 @@ class SNIObject(ssl.SSLObject):
             raise ssl.SSLWantReadError("handshake failed; sending the alert first") from exc
 
 
-def _server_context() -> ssl.SSLContext:
+def _server_context(*, alpn: bool = True) -> ssl.SSLContext:
+    """A listener-side context; `alpn`: offer `http/1.1` (HTTPS), or no ALPN at all (L4, where
+    the client negotiates its own protocol, e.g. `postgresql`, and must not be told `http/1.1`).
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _harden(ctx)
+    _harden(ctx, alpn=alpn)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     return ctx
 
@@ -105,65 +109,72 @@ class _Index:
     default: ssl.SSLContext | None
 
 
+_Loaded = dict[str, tuple["Certificate", ssl.SSLContext, float | None]]
+
+
 class CertificateStore:
-    """The certificates of the current config, as SSL contexts chosen by SNI."""
+    """The certificates of the current config, as SSL contexts chosen by SNI.
+
+    `context` serves HTTPS listeners (ALPN `http/1.1`); `l4_context` serves `tls: true` L4
+    listeners with the same certificates and no ALPN. OpenSSL negotiates ALPN with the context
+    the SNI callback switched to, so each certificate has a context of each kind; the L4 ones
+    are built only while some L4 listener terminates TLS (`update(..., l4=True)`).
+    """
 
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         # id -> (the item, its context, when it expires (Unix time) or None)
-        self._loaded: dict[str, tuple[Certificate, ssl.SSLContext, float | None]] = {}
+        self._loaded: _Loaded = {}
+        self._l4_loaded: _Loaded = {}  # the same without ALPN, while l4 is on
+        self._l4 = False
         self._index = _Index({}, {}, None)
+        self._l4_index = _Index({}, {}, None)
         self._seen: tuple[Certificate, ...] | None = None
         self.failed: dict[str, str] = {}  # certificate id -> why its context could not be built
         self.context = _server_context()
         self.context.sslobject_class = SNIObject
         self.context.sni_callback = self._select
+        self.l4_context = _server_context(alpn=False)
+        self.l4_context.sslobject_class = SNIObject
+        self.l4_context.sni_callback = self._select_l4
 
     def __len__(self) -> int:
         return len(self._loaded)
 
-    def update(self, certificates: tuple[Certificate, ...], *, report: bool = True) -> None:
+    def update(
+        self, certificates: tuple[Certificate, ...], *, report: bool = True, l4: bool = False
+    ) -> None:
         """Take the certificates of a new config; only new or changed ones are loaded.
 
         `report`: whether TLS is served at all (an HTTPS or a `tls: true` L4 listener): only
-        then do the certificate series appear on /metrics.
+        then do the certificate series appear on /metrics. `l4`: whether a `tls: true` L4
+        listener exists (then `l4_context` has the certificates too).
         """
         # Most config changes touch routes only; a certificate that failed to load (memfd or
         # file descriptors exhausted) is tried again on the next one.
-        if certificates is not self._seen or self.failed:
+        if certificates is not self._seen or self.failed or l4 != self._l4:
             self._seen = certificates
+            self._l4 = l4
             self._load(certificates)
         if self.metrics is not None:
             self.metrics.set_certificates(
                 {cid: expiry for cid, (_, _, expiry) in self._loaded.items()} if report else None
             )
 
-    def _load(self, certificates: Iterable[Certificate]) -> None:
-        loaded: dict[str, tuple[Certificate, ssl.SSLContext, float | None]] = {}
+    def _load(self, certificates: tuple[Certificate, ...]) -> None:
         failed: dict[str, str] = {}
-        for cert in certificates:
-            old = self._loaded.get(cert.id)
-            if old is not None and (old[0] is cert or old[0] == cert):
-                loaded[cert.id] = old
-                continue
-            ctx = _server_context()
-            try:
-                load_key_pair(ctx, cert.cert, cert.key)
-            except (ssl.SSLError, OSError) as exc:
-                # Validation should have caught it; keep the previous version if there is one.
-                failed[cert.id] = str(exc)
-                log.error("certificate %s cannot be loaded, not served: %s", cert.id, exc)
-                if old is not None:
-                    loaded[cert.id] = old
-                continue
-            loaded[cert.id] = (cert, ctx, not_after(cert.cert))
-        self._loaded = loaded
+        self._loaded = _load_contexts(certificates, self._loaded, failed, alpn=True)
+        self._index = _build_index((cert, ctx) for cert, ctx, _ in self._loaded.values())
+        if self._l4:
+            self._l4_loaded = _load_contexts(certificates, self._l4_loaded, failed, alpn=False)
+        else:
+            self._l4_loaded = {}
+        self._l4_index = _build_index((cert, ctx) for cert, ctx, _ in self._l4_loaded.values())
         self.failed = failed
-        self._index = _build_index((cert, ctx) for cert, ctx, _ in loaded.values())
 
-    def select(self, server_name: str | None) -> ssl.SSLContext | None:
+    def select(self, server_name: str | None, *, l4: bool = False) -> ssl.SSLContext | None:
         """The context for a handshake that asked for `server_name` (None: no SNI sent)."""
-        index = self._index
+        index = self._l4_index if l4 else self._index
         if server_name:
             name = server_name.lower().removesuffix(".")
             ctx = index.exact.get(name)
@@ -182,7 +193,19 @@ class CertificateStore:
     def _select(
         self, sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _ctx: ssl.SSLContext
     ) -> int | None:
-        ctx = self.select(server_name)
+        return self._switch(sslobj, server_name, self.select(server_name))
+
+    def _select_l4(
+        self, sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _ctx: ssl.SSLContext
+    ) -> int | None:
+        return self._switch(sslobj, server_name, self.select(server_name, l4=True))
+
+    def _switch(
+        self,
+        sslobj: ssl.SSLObject | ssl.SSLSocket,
+        server_name: str | None,
+        ctx: ssl.SSLContext | None,
+    ) -> int | None:
         if ctx is None:
             # A clean alert to the client; the failed handshake is logged by nobody (debug).
             if self.metrics is not None:
@@ -192,6 +215,30 @@ class CertificateStore:
         if server_name and isinstance(sslobj, SNIObject):
             sslobj._sni = server_name
         return None
+
+
+def _load_contexts(
+    certificates: Iterable[Certificate], previous: _Loaded, failed: dict[str, str], *, alpn: bool
+) -> _Loaded:
+    """A context per certificate; unchanged ones are kept, new or changed ones loaded."""
+    loaded: _Loaded = {}
+    for cert in certificates:
+        old = previous.get(cert.id)
+        if old is not None and (old[0] is cert or old[0] == cert):
+            loaded[cert.id] = old
+            continue
+        ctx = _server_context(alpn=alpn)
+        try:
+            load_key_pair(ctx, cert.cert, cert.key)
+        except (ssl.SSLError, OSError) as exc:
+            # Validation should have caught it; keep the previous version if there is one.
+            failed[cert.id] = str(exc)
+            log.error("certificate %s cannot be loaded, not served: %s", cert.id, exc)
+            if old is not None:
+                loaded[cert.id] = old
+            continue
+        loaded[cert.id] = (cert, ctx, not_after(cert.cert))
+    return loaded
 
 
 def _build_index(items: Iterable[tuple[Certificate, ssl.SSLContext]]) -> _Index:
