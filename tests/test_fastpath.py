@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.machinery
+import itertools
 import os
 import random
 import subprocess
@@ -919,10 +920,54 @@ def test_a_table_built_from_the_previous_one_answers_as_a_new_one(
     versions: list[list[Route]], requests: list[tuple[Any, ...]]
 ) -> None:
     compiled = _compiled()
-    table = compiled.RouteTable(versions[0])
-    for routes in versions[1:]:
+    table = told = compiled.RouteTable(versions[0])
+    for before, routes in itertools.pairwise(versions):
         table = compiled.RouteTable(routes, previous=table)
         _same_answers(table, routes, requests)
+        # The same chain told which ids changed (as the mirror does): only those are looked at.
+        told = compiled.RouteTable(tuple(routes), previous=told, changes=_changes(before, routes))
+        _same_answers(told, routes, requests)
+
+
+def _changes(before: list[Route], after: list[Route]) -> dict[str, Route | None]:
+    """id -> new Route (None: deleted) of every id whose Route object is not the same."""
+    old = {r.id: r for r in before}
+    new = {r.id: r for r in after}
+    changed: dict[str, Route | None] = {i: None for i in old if i not in new}
+    changed.update((i, r) for i, r in new.items() if old.get(i) is not r)
+    return changed
+
+
+def test_a_table_told_the_changes_looks_at_nothing_else(fp: ModuleType) -> None:
+    """With `changes`, the ids named are the only ones compared: enabling, disabling, editing,
+    adding and deleting routes that way answers as a fresh table, across many changes."""
+    routes = [R(f"r{i:03d}", path=f"/p{i % 9}/", priority=i % 3) for i in range(100)]
+    table = fp.RouteTable(tuple(routes))
+    requests = [("h", f"/p{i}/x", m, None) for i in range(9) for m in ("GET", "POST")]
+    for step in range(60):
+        current = {r.id: r for r in routes}
+        rid = f"r{(step * 37) % 130:03d}"  # some of them new ids
+        match step % 4:
+            case 0:
+                new: Route | None = R(rid, path=f"/p{step % 9}/", methods=("POST",))
+            case 1:
+                new = R(rid, path=f"/p{step % 9}/", priority=step % 3, enabled=step % 8 != 1)
+            case 2:
+                new = None
+            case _:
+                new = R(rid, path=f"/p{step % 9}/", priority=(step % 3) + 2)
+        if new is None:
+            current.pop(rid, None)
+        else:
+            current[rid] = new
+        routes = list(current.values())
+        table = fp.RouteTable(tuple(routes), previous=table, changes={rid: new})
+        _same_answers(table, [r for r in routes if r.enabled], requests)
+    # Several at once, beyond the patch limit: a full build, the same answers.
+    changes: dict[str, Route | None] = {f"r{i:03d}": R(f"r{i:03d}", path="/p1/") for i in range(80)}
+    routes = list(({r.id: r for r in routes} | changes).values())
+    table = fp.RouteTable(tuple(routes), previous=table, changes=changes)
+    _same_answers(table, [r for r in routes if r.enabled], requests)
 
 
 def test_many_ids_added_between_two_neighbours(fp: ModuleType) -> None:

@@ -995,7 +995,7 @@ cdef class RouteTable:
     """An immutable index of the enabled routes; build a new one to change the config."""
 
     cdef tuple _routes
-    cdef list _entries
+    cdef bint _all_enabled  # no disabled route was given: _routes may be the given tuple
     cdef dict _exact_hosts  # host -> _Bucket
     cdef dict _wildcards  # suffix -> _Bucket; None when there are no wildcard hosts
     cdef _Bucket _any  # None when no route takes any host
@@ -1017,30 +1017,32 @@ cdef class RouteTable:
     def __cinit__(self):
         # An empty table even when made with RouteTable.__new__: match reads these blindly.
         self._routes = ()
-        self._entries = []
+        self._all_enabled = True
         self._exact_hosts = {}
         self._by_id = {}
         self._sorted_ids = []
         self._prio_rank = {}
 
-    def __init__(self, routes, RouteTable previous=None):
+    def __init__(self, routes, RouteTable previous=None, changes=None):
         cdef _Entry e
         cdef _Bucket b
         cdef _Entry old
         cdef dict reuse
-        cdef Py_ssize_t i, n, spacing
-        if previous is not None and self._patch(routes, previous):
+        cdef Py_ssize_t i, n, spacing, given = 0
+        if previous is not None and self._patch(routes, previous, changes):
             return
         entries = []
         if previous is None:
-            entries = [_compile_route(route) for route in routes if route.enabled]
+            for route in routes:
+                given += 1
+                if route.enabled:
+                    entries.append(_compile_route(route))
         else:
             # A config change usually touches a few routes of thousands: the unchanged Route
             # objects (the mirror keeps them) take their compiled form from the old table.
-            reuse = {}
-            for old in previous._entries:
-                reuse[old.id] = old
+            reuse = previous._by_id
             for route in routes:
+                given += 1
                 if not route.enabled:
                     continue
                 found = reuse.get(route.id)
@@ -1064,8 +1066,8 @@ cdef class RouteTable:
         for e in entries:
             e.prio = prio_rank[e.priority]
             e.idr = id_rank[e.id]
-        self._entries = entries
         self._routes = tuple([e.route for e in entries])
+        self._all_enabled = len(entries) == given
         self._by_id = {e.id: e for e in entries}
         self._sorted_ids = sorted_ids
         self._prio_rank = prio_rank
@@ -1113,45 +1115,76 @@ cdef class RouteTable:
         self._wildcards = wildcards or None
         self._any = any_bucket if any_bucket.max_prio >= 0 else None
 
-    cdef bint _patch(self, routes, RouteTable previous) except -1:
+    cdef bint _patch(self, routes, RouteTable previous, changes) except -1:
         # Build this table as `previous` changed by a few routes: unchanged entries (same Route
         # object) and the index buckets nothing changed are shared, and only the buckets of
         # the changed routes are rebuilt. False (nothing set) when a full build is needed:
         # many changes, a priority value the previous table did not have, no room between
         # two id ranks, or a repeated id (the full build reports it).
+        #
+        # `changes` (id -> Route, None when deleted), when given, names every id whose route
+        # may differ from `previous`: only those are looked at, so the cost does not grow
+        # with the number of routes (the caller vouches that `routes` is `previous`'s routes
+        # with exactly these changes). Without it every route is compared with `previous`.
         cdef _Entry e
         cdef _Entry old
         cdef dict by_id = previous._by_id
-        cdef list entries = []
         cdef list added = []
         cdef list dropped = []
+        cdef list enabled
         cdef Py_ssize_t kept = 0, pos
         cdef long lo, hi
         cdef int k
-        for route in routes:
-            if not route.enabled:
-                continue
-            found = by_id.get(route.id)
-            if found is not None and (<_Entry>found).route is route:
-                entries.append(found)
-                kept += 1
-                continue
-            if len(added) >= _PATCH_MAX:
+        cdef bint all_enabled
+        cdef tuple new_routes
+        if changes is not None:
+            if len(changes) > _PATCH_MAX:
                 return False
-            e = _compile_route(route)
-            if found is not None:
-                dropped.append(found)
-            added.append(e)
-            entries.append(e)
-        if kept + len(dropped) != len(by_id):
-            present = {(<_Entry>x).id for x in entries}
-            if len(present) != len(entries):
-                return False
-            for route_id, found in by_id.items():
-                if route_id not in present:
+            all_enabled = previous._all_enabled
+            for route_id, route in changes.items():
+                found = by_id.get(route_id)
+                if route is not None and not route.enabled:
+                    all_enabled = False
+                    route = None
+                if found is not None:
+                    if route is (<_Entry>found).route:
+                        continue
                     dropped.append(found)
-            if len(dropped) > _PATCH_MAX:
-                return False
+                if route is not None:
+                    if route.id != route_id:
+                        return False
+                    added.append(_compile_route(route))
+            if all_enabled and type(routes) is tuple:
+                new_routes = <tuple>routes
+            else:
+                new_routes = tuple([route for route in routes if route.enabled])
+        else:
+            enabled = []
+            all_enabled = True
+            for route in routes:
+                if not route.enabled:
+                    all_enabled = False
+                    continue
+                enabled.append(route)
+                found = by_id.get(route.id)
+                if found is not None and (<_Entry>found).route is route:
+                    kept += 1
+                    continue
+                if len(added) >= _PATCH_MAX:
+                    return False
+                if found is not None:
+                    dropped.append(found)
+                added.append(_compile_route(route))
+            if kept + len(dropped) != len(by_id):
+                present = {route.id for route in enabled}
+                if len(present) != len(enabled):
+                    return False
+                for route_id, found in by_id.items():
+                    if route_id not in present:
+                        dropped.append(found)
+                if len(dropped) > _PATCH_MAX:
+                    return False
+            new_routes = tuple(enabled)
         prio_rank = previous._prio_rank
         for e in added:
             rank = prio_rank.get(e.priority)
@@ -1185,11 +1218,20 @@ cdef class RouteTable:
             e.idr = <int>(lo + (hi - lo) // 2)
             sorted_ids.insert(pos, e.id)
             new_by_id[e.id] = e
-        if len(new_by_id) != len(entries):
+        if len(new_by_id) != len(new_routes):
             return False
-        if len(sorted_ids) != len(entries):
-            # Dropped ids leave the sorted list (kept above as rank neighbours only).
-            sorted_ids = [i for i in sorted_ids if i in new_by_id]
+        # Dropped ids leave the sorted list (kept above as rank neighbours only).
+        for old in dropped:
+            if old.id in new_by_id:
+                continue  # edited, not deleted
+            if not copied:
+                sorted_ids = list(sorted_ids)
+                copied = True
+            pos = bisect_left(sorted_ids, old.id)
+            if pos < len(sorted_ids) and sorted_ids[pos] == old.id:
+                del sorted_ids[pos]
+        if len(sorted_ids) != len(new_routes):
+            return False
 
         # The index: only the buckets under a key of a dropped or added entry change.
         exact_hosts = previous._exact_hosts
@@ -1240,8 +1282,8 @@ cdef class RouteTable:
             if e.route.headers:
                 self._nheaders += 1
         self.uses_headers = self._nheaders > 0
-        self._entries = entries
-        self._routes = tuple([(<_Entry>x).route for x in entries])
+        self._routes = new_routes
+        self._all_enabled = all_enabled
         self._by_id = new_by_id
         self._sorted_ids = sorted_ids
         self._prio_rank = prio_rank
@@ -1269,7 +1311,7 @@ cdef class RouteTable:
         host = _normalize(host)
         matched = []
         failed = []
-        for e in self._entries:
+        for e in self._by_id.values():
             hs = _host_spec(e, host)
             if hs < 0:
                 failed.append(Candidate(e.id, False, "host does not match"))

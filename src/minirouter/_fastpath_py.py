@@ -459,9 +459,16 @@ class RouteTable:
 
     __slots__ = ("_any", "_compiled", "_exact_hosts", "_routes", "_wildcards", "uses_headers")
 
-    def __init__(self, routes: Iterable[Route], previous: RouteTable | None = None) -> None:
-        # `previous` lets the compiled module reuse the compiled form of unchanged routes;
-        # compiling is cheap enough here not to bother.
+    def __init__(
+        self,
+        routes: Iterable[Route],
+        previous: RouteTable | None = None,
+        changes: Mapping[str, Route | None] | None = None,
+    ) -> None:
+        # `previous` lets the compiled module reuse the compiled form of unchanged routes, and
+        # `changes` (id -> the new Route, None if deleted: every id whose route may differ from
+        # `previous`'s) lets it look at those ids only; compiling is cheap enough here not to
+        # bother: the result is the same table either way.
         self._compiled = [_compile_route(route) for route in routes if route.enabled]
         self._routes = tuple(compiled.route for compiled in self._compiled)
         # Only then must a caller build the header mapping that match() takes.

@@ -12,9 +12,12 @@ from .conftest import BASIC, Cli
 Write = Callable[..., Path]
 
 
-def _heartbeat(cli: Cli, node: str, rev: int, started_ago: float) -> None:
+def _heartbeat(cli: Cli, node: str, rev: int, started_ago: float, epoch: str | None = None) -> None:
+    """A core's heartbeat; by default it follows the store's current history (epoch)."""
+    store = cli.store()
     info = {
         "rev": rev,
+        "epoch": store.head()[0] if epoch is None else epoch,
         "version": "0.1.0",
         "started": time.time() - started_ago,
         "pid": 4242,
@@ -22,7 +25,7 @@ def _heartbeat(cli: Cli, node: str, rev: int, started_ago: float) -> None:
         "worker": 0,
         "host": "box",
     }
-    cli.store().heartbeat(node, info, 30)
+    store.heartbeat(node, info, 30)
 
 
 def test_nodes(cli: Cli, write: Write) -> None:
@@ -68,6 +71,24 @@ def test_nodes_json(cli: Cli) -> None:
 def test_a_node_ahead_of_the_store(cli: Cli) -> None:
     _heartbeat(cli, "n1", 9, 1)
     assert "ahead (store behind)" in cli.ok("nodes").stdout
+
+
+def test_a_node_of_another_history_is_not_current(cli: Cli, write: Write) -> None:
+    """Same revision number, but the core follows an earlier history of the store (it was
+    reset or republished since): not current, in `nodes` and in `status`."""
+    cli.ok("apply", "-f", str(write(BASIC)), "--yes")
+    epoch, rev = cli.store().head()
+    assert epoch
+    _heartbeat(cli, "old", rev, 5, epoch="an-earlier-history")
+    _heartbeat(cli, "new", rev, 5)
+    data = cli.json("nodes")
+    assert data["epoch"] == epoch
+    states = {n["node"]: (n["state"], n["current"], n["behind"]) for n in data["nodes"]}
+    assert states == {"old": ("other history", False, None), "new": ("current", True, 0)}
+    lines = cli.ok("nodes").stdout.splitlines()
+    assert lines[1].split()[:3] == ["new", str(rev), "current"]
+    assert lines[2].split()[:4] == ["old", str(rev), "other", "history"]
+    assert cli.json("status")["nodes"] == {"total": 2, "current": 1}
 
 
 def test_no_nodes(cli: Cli) -> None:

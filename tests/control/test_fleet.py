@@ -82,8 +82,16 @@ def test_match_validation(api: Api) -> None:
 def test_nodes(api: Api) -> None:
     rev = api.seed()
     store = api.store
-    store.heartbeat("core-a", {"rev": rev, "version": "0.1.0", "pid": 10, "seen": 1234.5}, ttl=30)
-    store.heartbeat("core-b", {"rev": rev - 1, "pid": 11}, ttl=30)
+    epoch = store.head()[0]
+    assert epoch
+    store.heartbeat(
+        "core-a",
+        {"rev": rev, "epoch": epoch, "version": "0.1.0", "pid": 10, "seen": 1234.5},
+        ttl=30,
+    )
+    store.heartbeat("core-b", {"rev": rev - 1, "epoch": epoch, "pid": 11}, ttl=30)
+    # The store's revision, but of an earlier history (reset or republished since).
+    store.heartbeat("core-c", {"rev": rev, "epoch": "an-earlier-history", "pid": 12}, ttl=30)
     response = api.get("/nodes", as_="viewer")
     assert response.status_code == 200
     assert response.json == {
@@ -92,6 +100,7 @@ def test_nodes(api: Api) -> None:
             {
                 "node": "core-a",
                 "rev": rev,
+                "epoch": epoch,
                 "version": "0.1.0",
                 "pid": 10,
                 "seen": 1234.5,
@@ -102,7 +111,17 @@ def test_nodes(api: Api) -> None:
             {
                 "node": "core-b",
                 "rev": rev - 1,
+                "epoch": epoch,
                 "pid": 11,
+                "current": False,
+                "last_seen": None,
+                "health": None,
+            },
+            {
+                "node": "core-c",
+                "rev": rev,
+                "epoch": "an-earlier-history",
+                "pid": 12,
                 "current": False,
                 "last_seen": None,
                 "health": None,

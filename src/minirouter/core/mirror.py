@@ -52,6 +52,14 @@ HEARTBEAT_TTL = 10.0
 STATS_TTL = 600.0
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
+# Swaps may take SWAP_SHARE of the event loop's time (their CPU time, counted against a
+# credit that refills at that rate up to SWAP_BURST): a change is swapped in at once while
+# there is credit, so isolated changes are never delayed; when changes stream in faster, a
+# swap waits until the credit is back (at most SWAP_GAP_MAX) and takes every change that
+# arrived meanwhile.
+SWAP_SHARE = 0.1
+SWAP_BURST = 0.005
+SWAP_GAP_MAX = 0.025
 
 
 def node_id(worker_index: int) -> str:
@@ -61,12 +69,6 @@ def node_id(worker_index: int) -> str:
 
 def _config_items(config: Config) -> dict[str, dict[str, Any]]:
     return {kind: {item.id: item for item in getattr(config, kind)} for kind in KINDS}
-
-
-def _config_of(items: dict[str, dict[str, Any]]) -> Config:
-    # Insertion order, not sorted: the table's precedence is a total order of its own, and
-    # an unchanged route keeps its place, which lets the table reuse its compiled form.
-    return Config(**{kind: tuple(items[kind].values()) for kind in KINDS})
 
 
 # The references the store enforces on write, checked again on what the mirror receives.
@@ -101,6 +103,20 @@ class Mirror:
         # strings: serialising 10k items in the writer thread held the GIL long enough to
         # delay the requests (and the next change) on the event loop.
         self._raw: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
+        # The tuple of each kind's items in the last config built, until that kind changes:
+        # a change of one route does not rebuild (or make look new) the other kinds' tuples.
+        self._tuples: dict[str, tuple[Any, ...]] = {}
+        # Changes applied to `items` but not yet swapped in (see SWAP_DUTY): the kinds, and
+        # each route id with its new Route (None: deleted), so that the table is patched from
+        # them alone; `_full`: the routes must be compared whole (after a load).
+        self._pending_kinds: set[str] = set()
+        self._pending_routes: dict[str, Any] = {}
+        self._full = True
+        self._swap_handle: asyncio.TimerHandle | None = None
+        self._swapped = asyncio.Event()  # set while no swap is waiting
+        self._swapped.set()
+        self._credit = SWAP_BURST  # seconds of swap CPU time available now (see SWAP_SHARE)
+        self._credit_at = time.monotonic()
 
     def _open(self) -> Store:
         if self.store is None:
@@ -148,6 +164,8 @@ class Mirror:
         ]
 
     async def stop(self) -> None:
+        if self._swap_handle is not None:
+            self._swap_now()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -178,7 +196,7 @@ class Mirror:
         self.rev = snap.rev
         self.epoch = snap.epoch
         self._stamp = None
-        self._swap()
+        self._reloaded()
         self.from_disk = False
         self.state.store_behind = None
         self._back()
@@ -202,7 +220,7 @@ class Mirror:
         self.epoch = epoch
         self._stamp = stamp
         self.from_disk = True
-        self._swap()
+        self._reloaded()
         self._snapshot_dirty = False  # it is what is on disk already
         log.warning(
             "config store unreachable: serving revision %d from the local snapshot %s", rev, path
@@ -227,6 +245,9 @@ class Mirror:
                     async for batch in changes:
                         self.apply_batch(batch)
                         delay = BACKOFF_MIN
+                        # While a swap waits, the changes arriving meanwhile pile up in the
+                        # store and are then read (and swapped in) together.
+                        await self._swapped.wait()
             except asyncio.CancelledError:
                 raise
             except TrimmedError:
@@ -347,8 +368,13 @@ class Mirror:
         if last > self.rev:
             self.rev = last
             if changed:
-                self._swap(routes_changed=any(kind == "routes" for kind, _ in previous))
-            else:
+                routes = self.items["routes"]
+                for kind, item_id in previous:
+                    self._pending_kinds.add(kind)
+                    if kind == "routes":
+                        self._pending_routes[item_id] = routes.get(item_id)
+                self._request_swap()
+            elif self._swap_handle is None:
                 self.state.revision = last
                 self.state.metrics.set_revision(last)
         self._back()
@@ -373,11 +399,67 @@ class Mirror:
             undone = True
         return undone
 
-    def _swap(self, routes_changed: bool | None = None) -> None:
-        config = _config_of(self.items)
-        if self.state.apply(config, revision=self.rev, routes_changed=routes_changed):
+    def _reloaded(self) -> None:
+        """`items` were replaced whole: swap them in now, every route compared."""
+        self._tuples.clear()
+        self._full = True
+        self._swap_now()
+
+    def _request_swap(self) -> None:
+        """Swap the pending changes in now, or, right after another swap, a little later."""
+        if self._swap_handle is not None:
+            return  # already due; it takes these changes too
+        wait = -self._refill(time.monotonic()) / SWAP_SHARE
+        if wait <= 0:
+            self._swap_now()
+        else:
+            self._swapped.clear()
+            self._swap_handle = self.state.loop.call_later(wait, self._swap_now)
+
+    def _swap_now(self) -> None:
+        if self._swap_handle is not None:
+            self._swap_handle.cancel()
+            self._swap_handle = None
+        cpu = time.thread_time()  # not wall time: a busy machine must not stretch the gap
+        for kind in self._pending_kinds:
+            self._tuples.pop(kind, None)
+        parts = {}
+        for kind in KINDS:
+            items = self._tuples.get(kind)
+            if items is None:
+                # Insertion order, not sorted: the table's precedence is a total order of its
+                # own, and an unchanged route keeps its place.
+                items = self._tuples[kind] = tuple(self.items[kind].values())
+            parts[kind] = items
+        config = Config(**parts)
+        if self._full:
+            ok = self.state.apply(config, revision=self.rev)
+        else:
+            routes = "routes" in self._pending_kinds
+            ok = self.state.apply(
+                config,
+                revision=self.rev,
+                routes_changed=routes,
+                route_changes=self._pending_routes if routes else None,
+            )
+        now = time.monotonic()
+        if ok:
             self._snapshot_dirty = True
-            self._last_change = time.monotonic()
+            self._last_change = now
+            self._full = False
+        else:
+            self._full = True  # the table kept is not the one the pending changes start from
+        self._pending_kinds = set()
+        self._pending_routes = {}
+        cost = time.thread_time() - cpu
+        # Never more in debt than SWAP_GAP_MAX of refill: a swap waits at most that long.
+        self._credit = max(-SWAP_GAP_MAX * SWAP_SHARE, self._refill(now) - cost)
+        self._swapped.set()
+
+    def _refill(self, now: float) -> float:
+        self._credit = min(SWAP_BURST, self._credit + (now - self._credit_at) * SWAP_SHARE)
+        self._credit_at = now
+        return self._credit
 
     def _report_invalid(self, invalid: Mapping[str, str]) -> None:
         for key, message in invalid.items():

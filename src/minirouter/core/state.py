@@ -13,7 +13,7 @@ import logging
 import operator
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,7 @@ from minirouter.core.balancer import Balancer, TargetState
 from minirouter.core.health import HealthChecker
 from minirouter.core.metrics import Metrics
 from minirouter.core.stats import StatsWindow
-from minirouter.model import Config, ValidationError, load_config
+from minirouter.model import Config, Route, ValidationError, load_config
 
 if TYPE_CHECKING:
     from minirouter.core.mirror import Mirror
@@ -85,38 +85,52 @@ class RouterState:
             gc.enable()
 
     def apply(
-        self, config: Config, revision: int | None = None, routes_changed: bool | None = None
+        self,
+        config: Config,
+        revision: int | None = None,
+        routes_changed: bool | None = None,
+        route_changes: Mapping[str, Route | None] | None = None,
     ) -> bool:
         """Swap in a validated config: new table and balancers, then one assignment each.
 
         `revision` is the store's revision in store mode; a file's loads are counted from 1.
         `routes_changed=False`: the caller knows that the routes are the very objects of the
         current config (only other kinds changed), so the table is kept without comparing them.
+        `route_changes` (id -> new Route, None if deleted): the caller knows that these are
+        the only routes that may differ from the current table's, so the new table is patched
+        from them alone instead of comparing every route (see `RouteTable`).
         """
         current = self.table
         try:
             if routes_changed is False or (
                 routes_changed is None
+                and route_changes is None
                 and len(current.routes) == len(config.routes)
                 and all(map(operator.is_, current.routes, config.routes))
             ):
                 table = current  # only upstreams changed: the routes are the very same objects
             else:
-                table = fastpath.RouteTable(config.routes, previous=current)
+                table = fastpath.RouteTable(config.routes, previous=current, changes=route_changes)
         except (ValueError, TypeError) as exc:
             return self._reject(f"route table: {exc}")
         balancers: dict[str, Balancer] = {}
         removed: list[tuple[str, TargetState]] = []
+        touched: list[Balancer] = []  # new or rebuilt: their targets' gauges are set below
         for spec in config.upstreams:
             old = self.balancers.get(spec.id)
             if old is None:
-                balancers[spec.id] = Balancer(spec)
+                balancers[spec.id] = bal = Balancer(spec)
+                touched.append(bal)
+            elif old.upstream is spec:
+                balancers[spec.id] = old  # the very same upstream object: nothing to rebuild
             else:
                 balancers[spec.id], gone = old.updated(spec)
+                touched.append(balancers[spec.id])
                 removed.extend((spec.id, t) for t in gone)
-        for uid, old in self.balancers.items():
-            if uid not in balancers:
-                removed.extend((uid, t) for t in old.targets)
+        if len(balancers) != len(self.balancers) or touched:
+            for uid, old in self.balancers.items():
+                if uid not in balancers:
+                    removed.extend((uid, t) for t in old.targets)
         self.table = table
         self.balancers = balancers
         self.config = config
@@ -128,10 +142,11 @@ class RouterState:
         for uid, target in removed:
             pool.close_idle(target)
             self.metrics.forget_target(uid, target.address)
-        for uid, bal in balancers.items():
+        for bal in touched:
             for target in bal.targets:
-                self.metrics.set_target_up(uid, target.address, target.healthy)
-        self._restart_health()
+                self.metrics.set_target_up(bal.upstream.id, target.address, target.healthy)
+        if touched or removed:
+            self._restart_health()
         for observer in self.observers:
             observer(config)
         log.info(
