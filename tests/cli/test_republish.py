@@ -145,6 +145,7 @@ def test_a_core_behind_an_emptied_store_follows_it_again_after_republish(
         health = core.store_health()
         assert health["connected"] is True, health
         assert health["epoch"] == store.head()[0], health
+        assert core.metric("minirouter_store_behind") == 0
         assert core.revision() == new_rev
         assert get(core.port, "/r3/x") == (200, "a")
         # It follows the store again.

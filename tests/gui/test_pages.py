@@ -302,3 +302,19 @@ def test_upstream_pages_show_each_targets_health(app: Flask) -> None:
     assert 'data-health-url="/api/v1/health"' in admin.get("/upstreams").get_data(as_text=True)
     item = admin.get("/upstreams/web").get_data(as_text=True)
     assert 'data-health-url="/api/v1/upstreams/web/health"' in item
+
+
+def test_dashboard_counts_a_core_current_only_in_the_stores_history(app: Flask) -> None:
+    admin, csrf = login(app, "admin")
+    body = {"id": "web", "targets": ["127.0.0.1:9001"]}
+    assert admin.post("/api/v1/upstreams", json=body, headers={"X-CSRF-Token": csrf}).status_code
+    state: ControlState = app.extensions["minirouter"]
+    epoch, rev = state.store.head()
+    state.store.heartbeat("core-a", {"rev": rev, "epoch": epoch}, ttl=30)
+    # Same revision number, but of an earlier history (the store was reset and rewritten).
+    state.store.heartbeat("core-b", {"rev": rev, "epoch": "an-earlier-history"}, ttl=30)
+    html = admin.get("/").get_data(as_text=True)
+    row_a = html[html.index("core-a") : html.index("core-b")]
+    row_b = html[html.index("core-b") :]
+    assert '<span class="badge ok">current</span>' in row_a
+    assert '<span class="badge warn">behind</span>' in row_b.split("</tr>")[0]

@@ -43,6 +43,7 @@ def check_keeps_serving(core_rev: int, core: StoreCore) -> None:
     health = core.healthz()
     assert health["revision"] == core_rev, health
     assert health["store"]["store_behind"][1] == core_rev, health
+    assert core.metric("minirouter_store_behind") == 1
     for rid in ("r1", "r2", "r3"):
         assert get(core.port, f"/{rid}/x") == (200, "a"), rid
 

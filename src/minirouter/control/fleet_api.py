@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from minirouter.fastpath import Candidate
+from minirouter.store import Store
 
 from .app import control_state
 from .auth import require
@@ -74,12 +75,9 @@ def match() -> Response:
     )
 
 
-@bp.get("/nodes")
-@require("viewer")
-def nodes() -> Response:
-    """Every core with a live heartbeat: its applied revision and whether that is current
-    (the store's revision of the store's history: its epoch too)."""
-    store = control_state().store
+def describe_nodes(store: Store) -> tuple[int, list[dict[str, Any]]]:
+    """The store's revision, and every core with a live heartbeat: its applied revision and
+    whether that is current (the store's revision of the store's history: its epoch too)."""
     infos = store.nodes()  # first: a revision made in between shows as behind, never ahead
     epoch, current = store.head()
     fleet: list[dict[str, Any]] = []
@@ -96,6 +94,15 @@ def nodes() -> Response:
         # The core sends it as JSON text (heartbeat values are flat); parsed here.
         node["health"] = parse_health(node.get("health"))
         fleet.append(node)
+    return current, fleet
+
+
+@bp.get("/nodes")
+@require("viewer")
+def nodes() -> Response:
+    """Every core with a live heartbeat: its applied revision and whether that is current
+    (the store's revision of the store's history: its epoch too)."""
+    current, fleet = describe_nodes(control_state().store)
     return jsonify({"rev": current, "nodes": fleet})
 
 

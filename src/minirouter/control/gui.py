@@ -46,6 +46,7 @@ from .auth import identify
 from .bodies import MAX_INT_ARG
 from .config_api import matches
 from .errors import ApiError
+from .fleet_api import describe_nodes
 from .health import fleet_health, target_health
 from .pem import certificate_expiry
 
@@ -303,17 +304,7 @@ def login() -> Response | str:
 @page("viewer")
 def dashboard() -> str:
     """The fleet and the live charts (the script polls /nodes and /stats every 2 s)."""
-    state = control_state()
-    current = state.store.current_rev()
-    fleet: list[dict[str, Any]] = []
-    for info in state.store.nodes():
-        node: dict[str, Any] = dict(info)
-        rev = node.get("rev")
-        node["rev"] = rev if isinstance(rev, int) else None
-        node["current"] = rev == current
-        seen = node.get("seen")
-        node["last_seen"] = seen if isinstance(seen, int | float) else None
-        fleet.append(node)
+    current, fleet = describe_nodes(control_state().store)
     fleet.sort(key=lambda n: str(n.get("node", "")))
     return render_template(
         "gui/dashboard.html", rev=current, nodes=fleet, window=STATS_WINDOW, active="dashboard"

@@ -273,7 +273,10 @@ SCHEMAS: dict[str, Schema] = {
                             "type": ["integer", "null"],
                             "description": "the revision it serves",
                         },
-                        "current": {"type": "boolean", "description": "rev is the store's"},
+                        "current": {
+                            "type": "boolean",
+                            "description": "rev and epoch are the store's",
+                        },
                         "last_seen": {"type": ["number", "null"]},
                         "health": {
                             "type": ["object", "null"],

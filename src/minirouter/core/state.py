@@ -59,9 +59,20 @@ class RouterState:
         # store came back behind what this core serves (store rev, our rev).
         self.stats: StatsWindow | None = None
         self.mirror: Mirror | None = None
-        self.store_behind: tuple[int, int] | None = None
+        self._store_behind: tuple[int, int] | None = None
         # Called with each config that was swapped in (TLS certificates, L4 listeners).
         self.observers: list[Callable[[Config], None]] = []
+
+    @property
+    def store_behind(self) -> tuple[int, int] | None:
+        """(store rev, our rev) while the store came back behind what this core serves."""
+        return self._store_behind
+
+    @store_behind.setter
+    def store_behind(self, value: tuple[int, int] | None) -> None:
+        # One place sets both, so /healthz and the metric never disagree.
+        self._store_behind = value
+        self.metrics.set_store_behind(value is not None)
 
     # -- config ------------------------------------------------------------
 
