@@ -25,7 +25,7 @@ def test_a_finished_second_is_taken_once(monkeypatch: pytest.MonkeyPatch) -> Non
     window.record("", 404, 0.0005, 5)
     clock.now = 1001.1
     window.record("api", 200, 0.001, 10)  # belongs to the next second
-    second, counters = window.take(1000)
+    [(second, counters)] = window.take_finished()
     assert second == 1000
     api = counters["api"]
     assert api["requests"] == 100
@@ -34,9 +34,27 @@ def test_a_finished_second_is_taken_once(monkeypatch: pytest.MonkeyPatch) -> Non
     assert api["p50"] == pytest.approx(0.051)
     assert api["p99"] == pytest.approx(0.100)
     assert counters["-"]["4xx"] == 1
-    assert window.take(1000) == (1000, {})
+    assert window.take_finished() == []  # taken once; 1001 is not finished yet
     clock.now = 1002.0
-    assert window.take(1001)[1]["api"]["requests"] == 1
+    [(second, counters)] = window.take_finished()
+    assert (second, counters["api"]["requests"]) == (1001, 1)
+
+
+def test_a_late_publisher_gets_every_finished_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(1500.5)
+    monkeypatch.setattr(stats_mod.time, "time", clock)
+    window = StatsWindow()
+    for s in range(3):  # one request in each of 1500, 1501, 1502
+        clock.now = 1500.5 + s
+        window.record("api", 200, 0.001, 1)
+    clock.now = 1504.2  # the publisher slept through 1503
+    taken = window.take_finished()
+    assert [(second, c["api"]["requests"]) for second, c in taken] == [
+        (1500, 1),
+        (1501, 1),
+        (1502, 1),
+    ]
+    assert window.take_finished() == []
 
 
 def test_seconds_nobody_takes_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,7 +65,7 @@ def test_seconds_nobody_takes_are_dropped(monkeypatch: pytest.MonkeyPatch) -> No
         clock.now = 2000.0 + s
         window.record("r", 200, 0.001, 1)
     assert len(window.done) <= 11
-    assert window.take(2000) == (2000, {})
+    assert 2000 not in [second for second, _ in window.take_finished()]
 
 
 def test_latency_samples_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

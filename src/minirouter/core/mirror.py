@@ -531,18 +531,18 @@ class Mirror:
             return
         while True:
             await asyncio.sleep(1.0 - (time.time() % 1.0))
-            second, counters = window.take(int(time.time()) - 1)
-            if counters:
+            for second, counters in window.take_finished():
                 # Best effort and off the loop: a slow or absent store never blocks requests,
                 # and a second that cannot be published is dropped.
                 store = self.store
-                if store is not None:
-                    try:
-                        await asyncio.to_thread(
-                            store.publish_stats, self.node, second, counters, STATS_TTL
-                        )
-                    except Exception as exc:
-                        log.debug("stats for %d not published: %s", second, exc)
+                if store is None or not counters:
+                    continue
+                try:
+                    await asyncio.to_thread(
+                        store.publish_stats, self.node, second, counters, STATS_TTL
+                    )
+                except Exception as exc:
+                    log.debug("stats for %d not published: %s", second, exc)
 
     async def _save_snapshots(self) -> None:
         while True:

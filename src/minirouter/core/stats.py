@@ -53,24 +53,33 @@ class StatsWindow:
         self.current = {}
         self.second = now
 
-    def take(self, second: int) -> tuple[int, dict[str, dict[str, float]]]:
-        """The counters of a finished second (route -> name -> value), once."""
-        if self.second <= second:
-            self._rotate(int(time.time()))
-        routes = self.done.pop(second, {})
-        out: dict[str, dict[str, float]] = {}
-        for route, e in routes.items():
-            durations = sorted(e.durations)
-            n = len(durations)
-            out[route or "-"] = {
-                "requests": e.requests,
-                "1xx": e.status[0],
-                "2xx": e.status[1],
-                "3xx": e.status[2],
-                "4xx": e.status[3],
-                "5xx": e.status[4],
-                "bytes": e.bytes,
-                "p50": durations[n // 2] if n else 0.0,
-                "p99": durations[min(n - 1, (n * 99) // 100)] if n else 0.0,
-            }
-        return second, out
+    def take_finished(self) -> list[tuple[int, dict[str, dict[str, float]]]]:
+        """Every finished second not taken yet, oldest first (route -> name -> value), once.
+
+        All of them, not just the last one: a publisher that wakes late (a busy loop, a slow
+        store call) must not skip the seconds in between.
+        """
+        now = int(time.time())
+        if self.second < now:
+            self._rotate(now)
+        taken = [(second, self.done.pop(second)) for second in sorted(self.done)]
+        return [(second, _summary(routes)) for second, routes in taken]
+
+
+def _summary(routes: dict[str, _RouteSecond]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for route, e in routes.items():
+        durations = sorted(e.durations)
+        n = len(durations)
+        out[route or "-"] = {
+            "requests": e.requests,
+            "1xx": e.status[0],
+            "2xx": e.status[1],
+            "3xx": e.status[2],
+            "4xx": e.status[3],
+            "5xx": e.status[4],
+            "bytes": e.bytes,
+            "p50": durations[n // 2] if n else 0.0,
+            "p99": durations[min(n - 1, (n * 99) // 100)] if n else 0.0,
+        }
+    return out
