@@ -266,13 +266,16 @@ def upstream_conf(workdir: Path, port: int) -> Path:
     )
 
 
-def nginx_proxy_conf(workdir: Path, port: int, upstream_port: int, directives: str = "") -> Path:
-    """nginx proxying to the upstream; `directives` are added to its server block."""
+def nginx_proxy_conf(
+    workdir: Path, port: int, upstream_port: int, directives: str = "", listen_options: str = ""
+) -> Path:
+    """nginx proxying to the upstream; `directives` are added to its server block and
+    `listen_options` (e.g. "ssl") to its listen directive."""
     # The X-Forwarded-* headers match what minirouter adds by default, so both do the same work.
     return nginx_conf(
         workdir,
         f"""\
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} {listen_options} backlog=4096;
 {directives}
         location / {{
             proxy_pass http://app;

@@ -53,7 +53,7 @@ from e2e_load import (
     free_port,
     minirouter_base_cmd,
     nginx_cmd,
-    nginx_conf,
+    nginx_proxy_conf,
     parse_wrk,
     pinned,
     start_server,
@@ -147,27 +147,16 @@ def start_nginx_tls(
     workdir = tmp / "nginx"
     workdir.mkdir()
     port = free_port()
-    conf = nginx_conf(
+    # The same proxy as e2e_load.py's, with TLS on its listener.
+    conf = nginx_proxy_conf(
         workdir,
-        f"""\
-        listen 127.0.0.1:{port} ssl backlog=4096;
+        port,
+        up,
+        directives=f"""\
         ssl_certificate {cert[0]};
         ssl_certificate_key {cert[1]};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {{
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $host;
-        }}""",
-        extra_http=f"""\
-    upstream app {{
-        server 127.0.0.1:{up};
-        keepalive 64;
-        keepalive_requests 1000000;
-    }}""",
+        ssl_protocols TLSv1.2 TLSv1.3;""",
+        listen_options="ssl",
     )
     server = start_server("nginx", pinned(nginx_cmd(nginx, workdir, conf), cpus), workdir, stack)
     wait_ready_tls(server, port)

@@ -3,7 +3,8 @@
 Runs ``benchmarks/e2e_load.py --smoke`` (1 s of wrk with 4 connections against nginx and against
 ``minirouter core``, each in front of the same nginx upstream) and checks that it passed and
 printed a row for each proxy; ``slow_clients.py --smoke`` (three slow-client attacks of 1.5 s on
-both proxies: no probe fails) and ``soak.py --smoke`` (4 s of the mixed load). They need the
+both proxies: no probe fails), ``soak.py --smoke`` (4 s of the mixed load) and
+``e2e_tls.py --smoke`` (TLS handshakes, HTTPS requests and an L4 stream). They need the
 ``wrk`` and ``nginx`` binaries; without them they fail (never skipped) and say which Debian
 package to install.
 """
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent / "e2e_load.py"
+SCRIPT_DIR = Path(__file__).resolve().parent
 TIMEOUT = 60  # seconds; a passing run takes a few
+TLS_TIMEOUT = 90  # seconds; a passing e2e_tls.py --smoke takes about fifteen
 
 
 def _find(binary: str) -> str | None:
@@ -31,25 +33,8 @@ def _find(binary: str) -> str | None:
 
 
 def test_e2e_smoke(tmp_path: Path) -> None:
-    binaries = {"wrk": "wrk", "nginx": "nginx-light"}
-    found = {name: _find(name) for name in binaries}
-    missing = [f"`{name}` (apt-get install {binaries[name]})" for name, p in found.items() if not p]
-    if missing:
-        pytest.fail("the end-to-end smoke test needs " + " and ".join(missing), pytrace=False)
-
     out_json = tmp_path / "smoke.json"
-    cmd = [
-        sys.executable,
-        str(SCRIPT),
-        "--smoke",
-        "--json",
-        str(out_json),
-        "--nginx",
-        str(found["nginx"]),
-        "--wrk",
-        str(found["wrk"]),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    done = _run_script("e2e_load.py", "--smoke", "--json", str(out_json), timeout=TIMEOUT, wrk=True)
     output = f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
     assert done.returncode == 0, f"e2e_load.py --smoke exited with {done.returncode}\n{output}"
 
@@ -65,13 +50,18 @@ def test_e2e_smoke(tmp_path: Path) -> None:
         assert r["rps"] > 0 and r["cpu_us_per_req"] > 0, (proxy, r)
 
 
-def _run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    found = {b: _find(b) for b in ("wrk", "nginx")}
-    missing = [b for b, p in found.items() if not p]
+def _run_script(
+    name: str, *args: str, timeout: float, wrk: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark script of this directory with the nginx (and, for the scripts that take
+    `--wrk`, wrk) binaries found here; fail, naming the Debian packages, when one is missing."""
+    binaries = {"wrk": "wrk", "nginx": "nginx-light"}
+    found = {b: _find(b) for b in binaries}
+    missing = [f"`{b}` (apt-get install {binaries[b]})" for b, p in found.items() if not p]
     if missing:
-        pytest.fail(f"{name} needs {' and '.join(missing)} (nginx-light, wrk)", pytrace=False)
-    cmd = [sys.executable, str(SCRIPT.parent / name), "--nginx", str(found["nginx"]), *args]
-    if name == "soak.py":
+        pytest.fail(f"{name} needs " + " and ".join(missing), pytrace=False)
+    cmd = [sys.executable, str(SCRIPT_DIR / name), "--nginx", str(found["nginx"]), *args]
+    if wrk:
         cmd += ["--wrk", str(found["wrk"])]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -98,7 +88,7 @@ def test_soak_smoke(tmp_path: Path) -> None:
     """A few seconds of the soak's mixed load: it runs, serves, and fds do not pile up."""
     out_json = tmp_path / "soak.json"
     done = _run_script(
-        "soak.py", "--duration", "4", "--smoke", "--json", str(out_json), timeout=TIMEOUT
+        "soak.py", "--duration", "4", "--smoke", "--json", str(out_json), timeout=TIMEOUT, wrk=True
     )
     output = f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
     assert done.returncode == 0, output
@@ -106,3 +96,21 @@ def test_soak_smoke(tmp_path: Path) -> None:
     doc = json.loads(out_json.read_text())
     assert len(doc["samples"]) >= 3, doc
     assert all(w["requests"] > 0 for w in doc["wrk"].values()), doc["wrk"]
+
+
+def test_tls_smoke(tmp_path: Path) -> None:
+    """e2e_tls.py: handshakes and HTTPS requests through nginx and `minirouter core` terminating
+    TLS, and an L4 listener, all served without errors."""
+    out_json = tmp_path / "tls.json"
+    done = _run_script(
+        "e2e_tls.py", "--smoke", "--json", str(out_json), timeout=TLS_TIMEOUT, wrk=True
+    )
+    output = f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+    assert done.returncode == 0, f"e2e_tls.py --smoke exited with {done.returncode}\n{output}"
+    assert "smoke ok" in done.stdout, output
+    data = json.loads(out_json.read_text())
+    assert {r["proxy"] for r in data["tls"]} == {"nginx", "minirouter"}
+    for r in data["tls"]:
+        assert r["handshakes_per_s"] > 0 and r["https_rps"] > 0, output
+        assert r["handshake_errors"] == 0 and r["https_errors"] == 0, output
+    assert data["l4_mb_per_s"]["minirouter"] > 0, output
