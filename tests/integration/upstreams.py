@@ -38,6 +38,7 @@ import hashlib
 import itertools
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -620,3 +621,57 @@ class BlackholeListener:
         for c in self._fillers:
             c.close()
         self.sock.close()
+
+
+class StreamServer:
+    """A server on the shared upstream loop, one `serve` task per connection (asyncio streams,
+    optionally TLS); `stop` closes the listener and every connection still open. Subclasses
+    write `serve`; the exceptions in `ENDS` are how a peer ends a connection, not failures."""
+
+    ENDS: tuple[type[BaseException], ...] = (ConnectionError,)
+
+    def __init__(self, loop: UpstreamLoop, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.loop = loop
+        self.port = 0
+        self._ssl = ssl_context
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self: _S) -> _S:
+        async def go() -> None:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._ssl)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+        self.loop.run(go())
+        return self
+
+    def stop(self) -> None:
+        async def go() -> None:
+            if self._server is not None:
+                self._server.close()
+            for w in list(self._writers):
+                w.close()
+                with contextlib.suppress(Exception):
+                    await w.wait_closed()
+
+        self.loop.run(go())
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            await self.serve(reader, writer)
+        except self.ENDS:
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+_S = TypeVar("_S", bound=StreamServer)
