@@ -13,10 +13,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from control import pem_material
+from minirouter.certcheck import not_after
 from minirouter.control import ControlSettings, accounts, create_app
 from minirouter.control.app import ControlState, close_app
 from minirouter.control.gui import field_diff
-from minirouter.control.pem import certificate_expiry
 
 PAGES = (
     "/",
@@ -225,16 +225,18 @@ def test_field_diff_lists_what_changed_field_by_field() -> None:
 
 
 def test_certificate_expiry_is_read_from_the_pem() -> None:
-    assert certificate_expiry(pem_material.CERT) == pem_material.NOT_AFTER
-    assert certificate_expiry("junk\n" + pem_material.CERT) == pem_material.NOT_AFTER
+    """The pages take the expiry from the model's certificate reader."""
+    expected = pem_material.NOT_AFTER.timestamp()
+    assert not_after(pem_material.CERT) == expected
+    assert not_after("junk\n" + pem_material.CERT) == expected
     for unreadable in (
         NOT_A_CERT,
         "",
         "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----",
     ):
-        assert certificate_expiry(unreadable) is None
+        assert not_after(unreadable) is None
     truncated = pem_material.CERT.replace(pem_material.CERT.splitlines()[3], "")
-    assert certificate_expiry(truncated) is None
+    assert not_after(truncated) is None
 
 
 def test_certificate_pages_list_expiry_and_never_show_the_key(app: Flask) -> None:

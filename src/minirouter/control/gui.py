@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, render_template, request, session, url_for
 
+from minirouter.certcheck import not_after
 from minirouter.model import (
     BALANCES,
     PATH_TYPES,
@@ -48,7 +49,6 @@ from .config_api import matches
 from .errors import ApiError
 from .fleet_api import describe_nodes
 from .health import fleet_health, target_health
-from .pem import certificate_expiry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -510,12 +510,12 @@ def listener(item_id: str) -> str:
 def expiry(certificate: Certificate) -> dict[str, Any] | None:
     """When `certificate` expires, for the templates: ``{"at", "days", "soon", "expired"}``,
     or None when its PEM cannot be read."""
-    at = certificate_expiry(certificate.cert)
+    at = not_after(certificate.cert)
     if at is None:
         return None
-    left = at.timestamp() - datetime.now(UTC).timestamp()
+    left = at - datetime.now(UTC).timestamp()
     return {
-        "at": at.timestamp(),
+        "at": at,
         "days": int(left // 86400),
         "soon": 0 <= left < EXPIRES_SOON,
         "expired": left < 0,
