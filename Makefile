@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXT    := src/minirouter/_fastpath$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+# The compiled modules (see setup.py) and what they are built from: editing any of these
+# sources rebuilds them, so a stale compiled module never hides an edited .py.
+EXT    := $(VENV)/.extensions-stamp
+PXD    := $(wildcard src/minirouter/core/*.pxd)
+EXT_SRC := src/minirouter/_fastpath.pyx $(PXD) $(PXD:.pxd=.py)
 # Debian packages the tests and benchmarks drive for real.
 APT_PKGS := wrk nginx-light redis-server chromium
 PYTEST_ARGS ?=
@@ -16,8 +20,11 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install -q --no-build-isolation -e '.[test,redis,control]'
 	touch $@
 
-$(EXT): $(STAMP) src/minirouter/_fastpath.pyx setup.py
+$(EXT): $(STAMP) $(EXT_SRC) setup.py
+	@# cythonize compares the sources' dates only: new build settings regenerate every C file.
+	@if [ setup.py -nt $@ ]; then rm -f src/minirouter/_fastpath.c $(PXD:.pxd=.c); fi
 	$(BIN)/python setup.py -q build_ext --inplace
+	touch $@
 
 build: $(STAMP) $(EXT)
 
@@ -31,8 +38,14 @@ system-deps:
 run: build
 	@$(BIN)/minirouter up
 
+# The data-plane tests run a second time on the plain-Python sources (what a pure-Python
+# install runs), so that compiled and plain Python are held to the same behaviour.
+PURE_TESTS := tests/test_protocol.py tests/test_balancer.py tests/test_metrics.py \
+	tests/hardening tests/integration
+
 test: build system-deps
 	$(BIN)/pytest --benchmark-disable $(PYTEST_ARGS)
+	MINIROUTER_NO_EXTENSIONS=1 $(BIN)/pytest --benchmark-disable $(PYTEST_ARGS) $(PURE_TESTS)
 
 bench: build system-deps
 	$(BIN)/pytest benchmarks/bench_*.py --benchmark-only --benchmark-autosave --benchmark-storage=.benchmarks
@@ -44,4 +57,5 @@ lint: build
 	$(BIN)/mypy
 
 clean:
-	rm -rf build $(EXT) src/minirouter/_fastpath.c src/minirouter/_fastpath.html
+	rm -rf build $(EXT) src/minirouter/*.so src/minirouter/core/*.so src/minirouter/_fastpath.c \
+		src/minirouter/_fastpath.html $(PXD:.pxd=.c) $(PXD:.pxd=.html)

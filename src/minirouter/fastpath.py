@@ -9,7 +9,6 @@ test suite asserts it is "c" wherever the extension is expected. Same pattern as
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Literal
 
 __all__ = [
@@ -26,7 +25,7 @@ __all__ = [
     "normalize_host",
 ]
 
-NO_EXTENSIONS: bool = os.environ.get("MINIROUTER_NO_EXTENSIONS") == "1"
+from minirouter.extensions import NO_EXTENSIONS
 
 IMPLEMENTATION: Literal["c", "py"]
 

@@ -180,7 +180,7 @@ class TLSAccept(asyncio.Protocol):
                 asyncio.Transport,
                 await state.loop.start_tls(
                     transport,
-                    client,
+                    cast(asyncio.BaseProtocol, client),
                     self.context,
                     server_side=True,
                     ssl_handshake_timeout=self.timeout,
@@ -215,8 +215,12 @@ class TLSAccept(asyncio.Protocol):
         self.close()
 
 
-class ClientProtocol(asyncio.Protocol):
-    """One client connection: parsing, pipelining, timers, flow control."""
+class ClientProtocol:
+    """One client connection: parsing, pipelining, timers, flow control.
+
+    An asyncio.Protocol by its methods, not by subclassing: the compiled build makes this an
+    extension type (protocol.pxd), which cannot derive from a Python class.
+    """
 
     def __init__(self, state: RouterState, scheme: bytes = b"http") -> None:
         self.state = state

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from minirouter.config import CoreSettings, format_address
 from minirouter.core.admin import start_admin
@@ -62,7 +62,7 @@ async def serve(settings: CoreSettings) -> None:
             try:
                 servers.append(
                     await loop.create_server(
-                        lambda: ClientProtocol(state),
+                        lambda: cast(asyncio.Protocol, ClientProtocol(state)),
                         host,
                         port,
                         reuse_port=settings.workers > 1,

@@ -50,8 +50,9 @@ class ResponseHandler(Protocol):
     def flush(self) -> None: ...
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection to one target."""
+class UpstreamConnection:
+    """One keep-alive connection to one target (an asyncio.Protocol by its methods: see
+    `ClientProtocol`)."""
 
     def __init__(self, target: TargetState, loop: asyncio.AbstractEventLoop) -> None:
         self.target = target
@@ -409,7 +410,7 @@ async def open_connection(
     """A new connection to `target`; raises OSError or TimeoutError."""
     if spec.tls:
         connecting = loop.create_connection(
-            lambda: UpstreamConnection(target, loop),
+            lambda: cast(asyncio.Protocol, UpstreamConnection(target, loop)),
             target.host,
             target.port,
             ssl=tls.upstream_context(spec),
@@ -417,8 +418,11 @@ async def open_connection(
         )
     else:
         connecting = loop.create_connection(
-            lambda: UpstreamConnection(target, loop), target.host, target.port
+            lambda: cast(asyncio.Protocol, UpstreamConnection(target, loop)),
+            target.host,
+            target.port,
         )
-    _, conn = await asyncio.wait_for(connecting, timeout=spec.timeouts.connect)
+    _, proto = await asyncio.wait_for(connecting, timeout=spec.timeouts.connect)
+    conn = cast(UpstreamConnection, proto)
     conn.spec = spec
     return conn
