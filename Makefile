@@ -9,7 +9,7 @@ EXT    := $(VENV)/.extensions-stamp
 PXD    := $(wildcard src/minirouter/core/*.pxd)
 EXT_SRC := src/minirouter/_fastpath.pyx $(PXD) $(PXD:.pxd=.py)
 # Debian packages the tests and benchmarks drive for real.
-APT_PKGS := wrk nginx-light redis-server chromium
+APT_PKGS := wrk nginx-light redis-server chromium valgrind
 PYTEST_ARGS ?=
 
 .PHONY: run test bench lint build system-deps clean

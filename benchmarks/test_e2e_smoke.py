@@ -4,7 +4,8 @@ Runs ``benchmarks/e2e_load.py --smoke`` (1 s of wrk with 4 connections against n
 ``minirouter core``, each in front of the same nginx upstream) and checks that it passed and
 printed a row for each proxy; ``slow_clients.py --smoke`` (three slow-client attacks of 1.5 s on
 both proxies: no probe fails), ``soak.py --smoke`` (4 s of the mixed load) and
-``e2e_tls.py --smoke`` (TLS handshakes, HTTPS requests and an L4 stream). They need the
+``e2e_tls.py --smoke`` (TLS handshakes, HTTPS requests and an L4 stream) and
+``instructions.py --smoke`` (the core under callgrind). They need the
 ``wrk`` and ``nginx`` binaries; without them they fail (never skipped) and say which Debian
 package to install.
 """
@@ -114,3 +115,16 @@ def test_tls_smoke(tmp_path: Path) -> None:
         assert r["handshakes_per_s"] > 0 and r["https_rps"] > 0, output
         assert r["handshake_errors"] == 0 and r["https_errors"] == 0, output
     assert data["l4_mb_per_s"]["minirouter"] > 0, output
+
+
+def test_instructions_smoke(tmp_path: Path) -> None:
+    """instructions.py: the core under callgrind answers, and a per-request count comes out."""
+    if not shutil.which("valgrind"):
+        pytest.fail("instructions.py needs `valgrind` (apt-get install valgrind)", pytrace=False)
+    out_json = tmp_path / "instructions.json"
+    done = _run_script("instructions.py", "--smoke", "--json", str(out_json), timeout=TIMEOUT)
+    output = f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+    assert done.returncode == 0, output
+    result = json.loads(out_json.read_text())["results"]["compiled"]
+    # Far from zero (the counters ran) and far from a whole start-up (they were zeroed).
+    assert 10_000 < result["per_request"] < 2_000_000, output

@@ -17,8 +17,9 @@ import sys
 from types import ModuleType
 from typing import Any
 
+import httptools
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from minirouter import _fastpath_py, fastpath
@@ -992,3 +993,343 @@ def test_many_ids_added_between_two_neighbours(fp: ModuleType) -> None:
     _same_answers(table, routes, requests)
     with pytest.raises(ValueError, match="duplicate"):
         fp.RouteTable([*routes, R("c", path="/y/")], previous=table)
+
+
+# ------------------------------------------------------------------------- response parsing
+
+OK_RESPONSE = b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 5\r\nX-A:  v v \t\r\n\r\nhello"
+
+
+def test_simple_response_is_parsed_as_llhttp_reports_it(fp: ModuleType) -> None:
+    assert fp.parse_simple_response(OK_RESPONSE) == (
+        200,
+        b"OK",
+        [(b"Server", b"up"), (b"Content-Length", b"5"), (b"X-A", b"v v \t")],
+        True,
+        b"hello",
+    )
+    assert fp.parse_simple_response(
+        b"HTTP/1.0 503 Busy Now\r\ncontent-length: 0\r\nConnection: Keep-Alive\r\n\r\n"
+    ) == (503, b"Busy Now", [(b"content-length", b"0"), (b"Connection", b"Keep-Alive")], True, b"")
+    assert fp.parse_simple_response(b"HTTP/1.0 200 \r\nContent-Length: 0\r\n\r\n") == (
+        200,
+        b"",
+        [(b"Content-Length", b"0")],
+        False,  # HTTP/1.0 without keep-alive
+        b"",
+    )
+    closing = b"HTTP/1.1 404 No\r\nConnection: close\r\nContent-Length: 2\r\n\r\nno"
+    assert fp.parse_simple_response(closing) == (
+        404,
+        b"No",
+        [(b"Connection", b"close"), (b"Content-Length", b"2")],
+        False,
+        b"no",
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        OK_RESPONSE[:-1],  # body incomplete
+        OK_RESPONSE + b"x",  # bytes after the response
+        OK_RESPONSE[:20],  # head incomplete
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",  # no length: the close ends the body
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1 \r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\nConnection: upgrade\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nProxy-Connection: close\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: \x80\r\nContent-Length: 0\r\n\r\n",  # obs-text
+        b"HTTP/1.1 200 \xc3\xa9\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n",  # obs-fold
+        b"HTTP/1.1 200 OK\r\nX : a\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX: " + b"a" * 8192 + b"\r\n\r\n",
+    ],
+)
+def test_anything_but_the_simple_case_is_left_to_llhttp(fp: ModuleType, data: bytes) -> None:
+    assert fp.parse_simple_response(data) is None
+
+
+class _LlhttpResponse:
+    """What httptools' response parser reports for one read (the reference)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+        self.head: tuple[int, bool] | None = None
+        self.complete = 0
+        self.parser = httptools.HttpResponseParser(self)
+        try:
+            self.parser.feed_data(data)
+            self.error = False
+        except httptools.HttpParserError:
+            self.error = True
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.head = (self.parser.get_status_code(), self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
+_FIELD_NAMES = [
+    b"Content-Length",
+    b"content-length",
+    b"Connection",
+    b"X-A",
+    b"Server",
+    b"Transfer-Encoding",
+    b"Upgrade",
+    b"Proxy-Connection",
+    b"Bad Name",
+    b"",
+    b"X@",
+]
+_FIELD_VALUES = [
+    b"0",
+    b"5",
+    b"05",
+    b" 5",
+    b"close",
+    b"Keep-Alive",
+    b"keep-alive, close",
+    b"chunked",
+    b"",
+    b" \t",
+    b"v \t",
+    b"\x80",
+    b"a\x7fb",
+    b"upgrade",
+]
+
+
+@st.composite
+def _responses(draw: st.DrawFn) -> bytes:
+    """Mostly well-formed responses with a matching Content-Length, each part sometimes odd."""
+
+    def part(usual: list[bytes], odd: st.SearchStrategy[bytes]) -> bytes:
+        if draw(st.integers(0, 7)) == 0:
+            return draw(odd)
+        return draw(st.sampled_from(usual))
+
+    version = part([b"HTTP/1.1", b"HTTP/1.0"], st.sampled_from([b"HTTP/2.0", b"HTTP/1.1 "]))
+    status = part(
+        [b"200", b"404", b"599"], st.sampled_from([b"204", b"304", b"101", b"99", b"2000"])
+    )
+    reason = part([b"OK", b"", b"Not Found"], st.binary(max_size=4) | st.just(b"a\tb"))
+    eol = part([b"\r\n"], st.sampled_from([b"\n", b"\r"]))
+    body = draw(st.binary(max_size=6))
+    lines = [version + b" " + status + b" " + reason]
+    fields = [(b"Content-Length", b": ", b"%d" % len(body))]
+    for _ in range(draw(st.integers(0, 3))):
+        name = part(_FIELD_NAMES[:5], st.sampled_from(_FIELD_NAMES[5:]) | st.binary(max_size=4))
+        sep = part([b": ", b":"], st.sampled_from([b":\t ", b" :", b": \t"]))
+        value = part(_FIELD_VALUES[:7], st.sampled_from(_FIELD_VALUES[7:]) | st.binary(max_size=4))
+        fields.append((name, sep, value))
+    if draw(st.integers(0, 9)) == 0:
+        fields.pop(0)
+    fields = draw(st.permutations(fields))
+    lines += [name + sep + value for name, sep, value in fields]
+    return eol.join(lines) + eol + eol + body + part([b""], st.just(b"x"))
+
+
+@settings(max_examples=600)
+@given(data=_responses())
+def test_simple_response_agrees_with_the_spec_and_with_llhttp(data: bytes) -> None:
+    ours = _fastpath_py.parse_simple_response(data)
+    event("parsed" if ours is not None else "left to llhttp")
+    if not NO_EXTENSIONS:
+        assert _compiled().parse_simple_response(data) == ours
+    if ours is None:
+        return
+    status, reason, headers, keep_alive, body = ours
+    ref = _LlhttpResponse(data)
+    assert not ref.error
+    assert ref.head == (status, keep_alive)
+    assert (ref.reason, ref.headers, ref.body, ref.complete) == (reason, headers, body, 1)
+
+
+# -------------------------------------------------------------------------- request parsing
+
+LIMITS = (8192, 8192, 100)  # max_request_line, max_header_size, max_headers
+GET = b"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.com\r\nUser-Agent:  wrk \r\n\r\n"
+
+
+def test_simple_request_is_parsed_as_llhttp_reports_it(fp: ModuleType) -> None:
+    pipelined = GET + b"HEAD / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /"
+    assert fp.parse_simple_request(pipelined, *LIMITS) == (
+        len(GET),
+        b"GET",
+        b"/a/b?x=1&y=%20",
+        [(b"Host", b"example.com"), (b"User-Agent", b"wrk ")],
+        "1.1",
+        True,
+    )
+    assert fp.parse_simple_request(pipelined[len(GET) :], *LIMITS) == (
+        len(pipelined) - len(GET) - 5,
+        b"HEAD",
+        b"/",
+        [(b"Connection", b"keep-alive")],
+        "1.0",
+        True,
+    )
+    closing = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n"
+    assert fp.parse_simple_request(closing, *LIMITS) == (
+        len(closing),
+        b"GET",
+        b"/",
+        [(b"Host", b"a"), (b"Connection", b"Close")],
+        "1.1",
+        False,
+    )
+    assert fp.parse_simple_request(b"GET / HTTP/1.0\r\n\r\n", *LIMITS) == (
+        18,
+        b"GET",
+        b"/",
+        [],
+        "1.0",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        GET[:-1],  # head incomplete
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, te\r\n\r\n",
+        b"GET / HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",  # absolute form
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /\x80 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\n\n",
+        b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \x80\r\n\r\n",
+        b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /" + b"a" * 8192 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+    ],
+)
+def test_any_other_request_is_left_to_llhttp(fp: ModuleType, data: bytes) -> None:
+    assert fp.parse_simple_request(data, *LIMITS) is None
+
+
+def test_simple_request_limits_are_the_cores(fp: ModuleType) -> None:
+    # Over a limit: llhttp's path answers 414 / 431, so the shortcut steps aside.
+    assert fp.parse_simple_request(GET, 14, 8192, 100) is not None
+    assert fp.parse_simple_request(GET, 13, 8192, 100) is None
+    size = len(b"Host") + len(b"example.com") + 4 + len(b"User-Agent") + len(b"wrk ") + 4
+    assert fp.parse_simple_request(GET, 8192, size, 100) is not None
+    assert fp.parse_simple_request(GET, 8192, size - 1, 100) is None
+    assert fp.parse_simple_request(GET, 8192, 8192, 2) is not None
+    assert fp.parse_simple_request(GET, 8192, 8192, 1) is None
+
+
+class _LlhttpRequest:
+    """What httptools' request parser reports for the first request in `data` (the reference)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head: tuple[bytes, str, bool, bool] | None = None
+        self.complete = 0
+        self.parser = httptools.HttpRequestParser(self)
+        try:
+            self.parser.feed_data(data)
+            self.error = False
+        except httptools.HttpParserError:
+            self.error = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        self.head = (
+            p.get_method(),
+            p.get_http_version(),
+            p.should_keep_alive(),
+            p.should_upgrade(),
+        )
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> bytes:
+    """Mostly simple requests, each part sometimes odd."""
+
+    def part(usual: list[bytes], odd: st.SearchStrategy[bytes]) -> bytes:
+        if draw(st.integers(0, 7)) == 0:
+            return draw(odd)
+        return draw(st.sampled_from(usual))
+
+    method = part([b"GET", b"HEAD"], st.sampled_from([b"POST", b"get", b"CONNECT", b"G ET"]))
+    target = part([b"/", b"/a/b?c=d&e", b"/%41;x=1:@!$'()*+,"], st.binary(max_size=5))
+    version = part([b"HTTP/1.1", b"HTTP/1.0"], st.sampled_from([b"HTTP/2.0", b"HTTP/1.1 "]))
+    eol = part([b"\r\n"], st.sampled_from([b"\n", b"\r"]))
+    lines = [method + b" " + target + b" " + version]
+    for _ in range(draw(st.integers(0, 3))):
+        name = part(
+            [b"Host", b"Connection", b"X-A", b"Accept"],
+            st.sampled_from([b"Content-Length", b"Upgrade", b"Expect", b"Transfer-Encoding"])
+            | st.binary(max_size=4),
+        )
+        sep = part([b": ", b":"], st.sampled_from([b":\t ", b" :", b": \t"]))
+        value = part(
+            [b"a", b"close", b"keep-alive", b"", b"v \t", b"Keep-Alive"],
+            st.sampled_from([b"upgrade", b"0", b"close, te", b"\x80"]) | st.binary(max_size=4),
+        )
+        lines.append(name + sep + value)
+    tail = part([b"", b"GET / HTTP/1.1\r\n\r\n"], st.binary(max_size=6))
+    return eol.join(lines) + eol + eol + tail
+
+
+@settings(max_examples=600)
+@given(data=_requests())
+def test_simple_request_agrees_with_the_spec_and_with_llhttp(data: bytes) -> None:
+    ours = _fastpath_py.parse_simple_request(data, *LIMITS)
+    event("parsed" if ours is not None else "left to llhttp")
+    if not NO_EXTENSIONS:
+        assert _compiled().parse_simple_request(data, *LIMITS) == ours
+    if ours is None:
+        return
+    end, method, target, headers, version, keep_alive = ours
+    ref = _LlhttpRequest(data[:end])
+    assert not ref.error
+    assert ref.head == (method, version, keep_alive, False)
+    assert (ref.url, ref.headers, ref.complete) == (target, headers, 1)

@@ -118,6 +118,36 @@ def test_pipelined_requests_are_answered_in_order(loop: asyncio.AbstractEventLoo
     finish(proto, tr)
 
 
+def test_simple_requests_skip_llhttp_and_mix_with_the_others(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    proto, tr, _ = make(loop)
+    real = proto.parser
+    fed: list[bytes] = []
+
+    class Spy:
+        def feed_data(self, data: bytes) -> None:
+            fed.append(bytes(data))
+            real.feed_data(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    proto.parser = Spy()
+    simple = b"GET /a HTTP/1.1\r\nHost: a.test\r\n\r\n"
+    other = b"DELETE /b HTTP/1.1\r\nHost: b.test\r\n\r\n"  # not GET/HEAD: llhttp's
+    proto.data_received(simple + simple + other + simple + simple[:9])
+    assert tr.statuses() == [404, 404, 404, 404]
+    # llhttp saw the bytes from the first request it had to parse on, and the partial one.
+    assert fed == [other + simple + simple[:9]]
+    proto.data_received(simple[9:])  # inside a request: llhttp's
+    proto.data_received(simple)  # between requests again: not llhttp's
+    assert fed == [other + simple + simple[:9], simple[9:]]
+    assert tr.statuses() == [404] * 6
+    assert not tr.closed
+    finish(proto, tr)
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -14,6 +14,8 @@ __all__ = [
     "build_response_head",
     "compile_edits",
     "normalize_host",
+    "parse_simple_request",
+    "parse_simple_response",
 ]
 
 def normalize_host(host: str) -> str: ...
@@ -111,3 +113,12 @@ def build_response_head(
     content_length: int | None,
     chunked: bool,
 ) -> bytes: ...
+
+SIMPLE_HEAD_LIMIT: int
+
+def parse_simple_response(
+    data: bytes,
+) -> tuple[int, bytes, list[tuple[bytes, bytes]], bool, bytes] | None: ...
+def parse_simple_request(
+    data: bytes, max_request_line: int, max_header_size: int, max_headers: int
+) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], str, bool] | None: ...

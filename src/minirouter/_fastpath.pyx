@@ -40,7 +40,7 @@ from cpython.unicode cimport (
     PyUnicode_Substring,
 )
 from libc.stdlib cimport free, malloc
-from libc.string cimport memchr, memcpy, memset
+from libc.string cimport memchr, memcmp, memcpy, memset
 
 import re
 import sys
@@ -1785,3 +1785,234 @@ def build_response_head(int status, bytes reason not None, headers, *, Edits edi
             free(b.data)
         if done != done_stack:
             free(done)
+
+
+# ------------------------------------------------------------------------- response parsing
+
+SIMPLE_HEAD_LIMIT = 8192
+cdef Py_ssize_t _SIMPLE_HEAD_LIMIT = SIMPLE_HEAD_LIMIT
+
+# Byte classes of the simple grammar (see `_fastpath_py.parse_simple_response`): token
+# characters of a field name; characters of a field value (HTAB, SP, VCHAR; no obs-text).
+cdef unsigned char _TOKEN_CHAR[256]
+cdef unsigned char _VALUE_CHAR[256]
+# Characters of an origin-form request target taken here (`_fastpath_py._REQUEST_LINE`).
+cdef unsigned char _TARGET_CHAR[256]
+
+
+cdef void _init_classes() noexcept:
+    cdef int c
+    cdef bytes specials = b"!#$%&'*+-.^_`|~"
+    memset(_TOKEN_CHAR, 0, 256)
+    memset(_VALUE_CHAR, 0, 256)
+    memset(_TARGET_CHAR, 0, 256)
+    for c in range(256):
+        if (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122):
+            _TOKEN_CHAR[c] = 1
+            _TARGET_CHAR[c] = 1
+        if c == 9 or 32 <= c <= 126:
+            _VALUE_CHAR[c] = 1
+    for c in specials:
+        _TOKEN_CHAR[c] = 1
+    for c in b"-._~!$&'()*+,;=:@/?%":
+        _TARGET_CHAR[c] = 1
+
+
+_init_classes()
+
+
+cdef inline bint _is_name(const unsigned char* p, Py_ssize_t n, const char* lower, Py_ssize_t m) noexcept:
+    """ASCII case-insensitive equality of p[:n] with the lower-case `lower` of length m."""
+    cdef Py_ssize_t i
+    if n != m:
+        return False
+    for i in range(n):
+        if (p[i] | 0x20) != <unsigned char>lower[i]:
+            return False
+    return True
+
+
+cdef inline int _connection(const unsigned char* p, Py_ssize_t n) noexcept:
+    """A Connection value taken here: 1 "close", 2 "keep-alive", 0 anything else."""
+    if _is_name(p, n, b"close", 5):
+        return 1
+    if _is_name(p, n, b"keep-alive", 10):
+        return 2
+    return 0
+
+
+cdef Py_ssize_t _field_line(
+    const unsigned char* p, Py_ssize_t n, Py_ssize_t i,
+    Py_ssize_t* name_start, Py_ssize_t* name_end, Py_ssize_t* value_start, Py_ssize_t* value_end,
+) noexcept:
+    """One `name:[OWS]value CRLF` line at p[i:]: where the next line starts, or -1 (see
+    `_fastpath_py._FIELD_LINE`)."""
+    name_start[0] = i
+    while i < n and _TOKEN_CHAR[p[i]]:
+        i += 1
+    if i == name_start[0] or i >= n or p[i] != 58:  # ':'
+        return -1
+    name_end[0] = i
+    i += 1
+    while i < n and (p[i] == 32 or p[i] == 9):
+        i += 1
+    value_start[0] = i
+    while i < n and _VALUE_CHAR[p[i]]:
+        i += 1
+    if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+        return -1
+    value_end[0] = i
+    return i + 2
+
+
+def parse_simple_response(bytes data not None):
+    """`data` as one whole response, or None (see `_fastpath_py.parse_simple_response`)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t i, start, name_end, value_start, value_end, k
+    cdef int status, token
+    cdef long long length = -1
+    cdef bint close = False, keep = False, minor
+    cdef list headers
+    cdef bytes reason, name, value
+    # "HTTP/1.x DDD " at least, then the reason and CRLF.
+    if n < 17 or memcmp(p, b"HTTP/1.", 7) != 0 or p[8] != 32 or p[12] != 32:
+        return None
+    if p[7] == 49:
+        minor = True
+    elif p[7] == 48:
+        minor = False
+    else:
+        return None
+    if not (50 <= p[9] <= 53 and 48 <= p[10] <= 57 and 48 <= p[11] <= 57):
+        return None
+    status = (p[9] - 48) * 100 + (p[10] - 48) * 10 + (p[11] - 48)
+    if status == 204 or status == 304:
+        return None
+    i = 13
+    while i < n and 32 <= p[i] <= 126:
+        i += 1
+    if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+        return None
+    reason = PyBytes_FromStringAndSize(<const char*>p + 13, i - 13)
+    i += 2
+    headers = []
+    while True:
+        if i + 1 >= n or i > _SIMPLE_HEAD_LIMIT:
+            return None
+        if p[i] == 13:
+            if p[i + 1] != 10:
+                return None
+            i += 2
+            break
+        i = _field_line(p, n, i, &start, &name_end, &value_start, &value_end)
+        if i < 0:
+            return None
+        if _is_name(p + start, name_end - start, b"content-length", 14):
+            if length >= 0 or value_end == value_start or value_end - value_start > 18:
+                return None
+            length = 0
+            for k in range(value_start, value_end):
+                if not (48 <= p[k] <= 57):
+                    return None
+                length = length * 10 + (p[k] - 48)
+        elif _is_name(p + start, name_end - start, b"connection", 10):
+            token = _connection(p + value_start, value_end - value_start)
+            if token == 0:
+                return None
+            close = close or token == 1
+            keep = keep or token == 2
+        elif (
+            _is_name(p + start, name_end - start, b"transfer-encoding", 17)
+            or _is_name(p + start, name_end - start, b"upgrade", 7)
+            or _is_name(p + start, name_end - start, b"proxy-connection", 16)
+        ):
+            return None
+        name = PyBytes_FromStringAndSize(<const char*>p + start, name_end - start)
+        value = PyBytes_FromStringAndSize(<const char*>p + value_start, value_end - value_start)
+        headers.append((name, value))
+    if i > _SIMPLE_HEAD_LIMIT:  # the blank line must end within the limit, as in the spec
+        return None
+    if length < 0 or n - i != length or (close and keep):
+        return None
+    body = PyBytes_FromStringAndSize(<const char*>p + i, n - i) if length else b""
+    return status, reason, headers, (not close) if minor else keep, body
+
+
+def parse_simple_request(bytes data not None, Py_ssize_t max_request_line,
+                         Py_ssize_t max_header_size, Py_ssize_t max_headers):
+    """The request at the start of `data`, or None (see `_fastpath_py.parse_simple_request`)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t i, target_start, target_end, start, name_end, value_start, value_end
+    cdef Py_ssize_t size = 0, count = 0
+    cdef int token
+    cdef bint close = False, keep = False, minor
+    cdef list headers
+    cdef bytes method, target
+    if n >= 4 and memcmp(p, b"GET ", 4) == 0:
+        method = b"GET"
+        i = 4
+    elif n >= 5 and memcmp(p, b"HEAD ", 5) == 0:
+        method = b"HEAD"
+        i = 5
+    else:
+        return None
+    if i >= n or p[i] != 47:  # '/'
+        return None
+    target_start = i
+    while i < n and _TARGET_CHAR[p[i]]:
+        i += 1
+    target_end = i
+    if n - i < 10 or memcmp(p + i, b" HTTP/1.", 8) != 0 or p[i + 9] != 13:
+        return None
+    if p[i + 8] == 49:
+        minor = True
+    elif p[i + 8] == 48:
+        minor = False
+    else:
+        return None
+    i += 10
+    if i >= n or p[i] != 10:
+        return None
+    i += 1
+    if target_end - target_start > max_request_line:
+        return None
+    headers = []
+    while True:
+        if i + 1 >= n or i > _SIMPLE_HEAD_LIMIT:
+            return None
+        if p[i] == 13:
+            if p[i + 1] != 10:
+                return None
+            i += 2
+            break
+        i = _field_line(p, n, i, &start, &name_end, &value_start, &value_end)
+        if i < 0:
+            return None
+        if _is_name(p + start, name_end - start, b"connection", 10):
+            token = _connection(p + value_start, value_end - value_start)
+            if token == 0:
+                return None
+            close = close or token == 1
+            keep = keep or token == 2
+        elif (
+            _is_name(p + start, name_end - start, b"content-length", 14)
+            or _is_name(p + start, name_end - start, b"transfer-encoding", 17)
+            or _is_name(p + start, name_end - start, b"upgrade", 7)
+            or _is_name(p + start, name_end - start, b"expect", 6)
+            or _is_name(p + start, name_end - start, b"proxy-connection", 16)
+        ):
+            return None
+        size += (name_end - start) + (value_end - value_start) + 4
+        count += 1
+        if size > max_header_size or count > max_headers:
+            return None
+        headers.append((
+            PyBytes_FromStringAndSize(<const char*>p + start, name_end - start),
+            PyBytes_FromStringAndSize(<const char*>p + value_start, value_end - value_start),
+        ))
+    if i > _SIMPLE_HEAD_LIMIT or (close and keep):
+        return None
+    target = PyBytes_FromStringAndSize(<const char*>p + target_start, target_end - target_start)
+    return i, method, target, headers, "1.1" if minor else "1.0", (not close) if minor else keep

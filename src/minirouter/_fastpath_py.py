@@ -30,6 +30,8 @@ __all__ = [
     "build_response_head",
     "compile_edits",
     "normalize_host",
+    "parse_simple_request",
+    "parse_simple_response",
 ]
 
 # --------------------------------------------------------------------------------------- hosts
@@ -722,3 +724,134 @@ def build_response_head(
     if edits:
         lines = _apply_edits(lines, edits)
     return _serialize(b"HTTP/1.1 %d %s\r\n" % (status, _scrub(reason)), lines)
+
+
+# ------------------------------------------------------------------------- response parsing
+
+# The longest response head taken here: longer ones go to llhttp, which applies the limit.
+SIMPLE_HEAD_LIMIT = 8192
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([2-5][0-9][0-9]) ([\x20-\x7e]*)\r\n")
+# A field line as llhttp reports it: the OWS after the colon dropped, the rest of the value kept.
+_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e]*)\r\n")
+# Headers that change how llhttp frames or ends the message: their responses are left to it.
+_FRAMING_ELSEWHERE = frozenset({b"transfer-encoding", b"upgrade", b"proxy-connection"})
+
+SimpleResponse = tuple[int, bytes, list[tuple[bytes, bytes]], bool, bytes]
+
+
+def parse_simple_response(data: bytes) -> SimpleResponse | None:
+    """`data` as one whole response, or None to leave it to the full parser (llhttp).
+
+    Taken only when `data` is exactly one response, head and Content-Length body, nothing after:
+    an HTTP/1.0 or 1.1 final status (2xx-5xx but 204 and 304) with plain ASCII text, a single
+    Content-Length, no Transfer-Encoding or Upgrade, and a Connection header (if any) that is
+    exactly "close" or "keep-alive". What it returns is what llhttp reports for the same bytes:
+    (status, reason, [(name, value)], keep_alive, body). Anything else, including a response
+    split over reads, returns None and takes llhttp's path unchanged: this is a shortcut for the
+    common case, never a second opinion on what is valid.
+    """
+    end = data.find(b"\r\n\r\n", 0, SIMPLE_HEAD_LIMIT)
+    if end < 0:
+        return None
+    status_line = _STATUS_LINE.match(data)
+    if status_line is None:
+        return None
+    status = int(status_line.group(2))
+    if status in (204, 304):  # no body whatever the headers say
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    close = keep = False
+    pos = status_line.end()
+    while pos < end + 2:
+        field_line = _FIELD_LINE.match(data, pos)
+        if field_line is None:
+            return None
+        name, value = field_line.group(1, 2)
+        lowered = name.lower()
+        if lowered == b"content-length":
+            if length is not None or not value.isdigit() or len(value) > 18:
+                return None
+            length = int(value)
+        elif lowered == b"connection":
+            token = value.lower()
+            if token == b"close":
+                close = True
+            elif token == b"keep-alive":
+                keep = True
+            else:
+                return None
+        elif lowered in _FRAMING_ELSEWHERE:
+            return None
+        headers.append((name, value))
+        pos = field_line.end()
+    body_start = end + 4
+    if length is None or len(data) - body_start != length or (close and keep):
+        return None
+    keep_alive = not close if status_line.group(1) == b"1" else keep
+    return status, status_line.group(3), headers, keep_alive, data[body_start:]
+
+
+_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.([01])\r\n")
+# Headers whose requests llhttp frames, upgrades or answers differently: left to it.
+_REQUEST_ELSEWHERE = frozenset(
+    {b"content-length", b"transfer-encoding", b"upgrade", b"expect", b"proxy-connection"}
+)
+
+SimpleRequest = tuple[int, bytes, bytes, list[tuple[bytes, bytes]], str, bool]
+
+
+def parse_simple_request(
+    data: bytes, max_request_line: int, max_header_size: int, max_headers: int
+) -> SimpleRequest | None:
+    """The request at the start of `data`, or None to leave it to the full parser (llhttp).
+
+    Taken only when the request is whole in `data` and needs nothing of llhttp: GET or HEAD
+    with an origin-form target, HTTP/1.0 or 1.1, plain ASCII field lines, no body (no
+    Content-Length or Transfer-Encoding), no Upgrade or Expect, a Connection header (if any)
+    that is exactly "close" or "keep-alive", and within the three limits (as the core counts
+    them). Returns what llhttp reports for it, and where it ends: (end, method, target,
+    [(name, value)], version, keep_alive); bytes after `end` (a pipelined request) are not
+    looked at. Anything else returns None: this is a shortcut for the common case, never a
+    second opinion on what is valid.
+    """
+    end = data.find(b"\r\n\r\n", 0, SIMPLE_HEAD_LIMIT)
+    if end < 0:
+        return None
+    request_line = _REQUEST_LINE.match(data)
+    if request_line is None:
+        return None
+    method, target, minor = request_line.group(1, 2, 3)
+    if len(target) > max_request_line:
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    size = 0
+    close = keep = False
+    pos = request_line.end()
+    while pos < end + 2:
+        field_line = _FIELD_LINE.match(data, pos)
+        if field_line is None:
+            return None
+        name, value = field_line.group(1, 2)
+        lowered = name.lower()
+        if lowered == b"connection":
+            token = value.lower()
+            if token == b"close":
+                close = True
+            elif token == b"keep-alive":
+                keep = True
+            else:
+                return None
+        elif lowered in _REQUEST_ELSEWHERE:
+            return None
+        headers.append((name, value))
+        size += len(name) + len(value) + 4
+        if size > max_header_size or len(headers) > max_headers:
+            return None
+        pos = field_line.end()
+    if close and keep:
+        return None
+    version = "1.1" if minor == b"1" else "1.0"
+    keep_alive = not close if minor == b"1" else keep
+    return end + 4, method, target, headers, version, keep_alive

@@ -23,6 +23,8 @@ __all__ = [
     "build_response_head",
     "compile_edits",
     "normalize_host",
+    "parse_simple_request",
+    "parse_simple_response",
 ]
 
 from minirouter.extensions import NO_EXTENSIONS
@@ -40,6 +42,8 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         build_response_head,
         compile_edits,
         normalize_host,
+        parse_simple_request,
+        parse_simple_response,
     )
 
     IMPLEMENTATION = "py"
@@ -55,6 +59,8 @@ else:
             build_response_head,
             compile_edits,
             normalize_host,
+            parse_simple_request,
+            parse_simple_response,
         )
 
         IMPLEMENTATION = "c"
@@ -69,6 +75,8 @@ else:
             build_response_head,
             compile_edits,
             normalize_host,
+            parse_simple_request,
+            parse_simple_response,
         )
 
         IMPLEMENTATION = "py"

@@ -20,6 +20,9 @@ cdef class ClientProtocol:
     cdef public int _deadline_kind
     cdef public object _timer, _body_timer, _send_timer
 
+    cpdef bytes _take_simple(self, bytes data)
+    cpdef _start(self, RequestCycle cycle)
+    cpdef on_message_complete(self)
     cpdef cycle_done(self, RequestCycle cycle, bint keep_alive)
     cpdef write(self, data)
     cpdef close(self)

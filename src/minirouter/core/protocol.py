@@ -346,6 +346,11 @@ class ClientProtocol:
                 return
         if self._body_timer is not None:
             self._last_read = self.loop.time()
+        if not self._in_head and self.parsing is None:
+            # llhttp is between requests: take the simple whole ones here, without it.
+            data = self._take_simple(data)
+            if not data or self.closed or self.upgraded is not None:
+                return
         self._meta_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -449,6 +454,35 @@ class ClientProtocol:
         # Trailers come through on_header too: they must not land in this request's headers.
         self._headers = []
         self._header_size = 0
+        self._start(cycle)
+
+    def _take_simple(self, data: bytes) -> bytes:
+        """Handle the simple requests that are whole at the start of `data` (see
+        `fastpath.parse_simple_request`) as llhttp's callbacks would, in their order, without
+        running them; return the bytes left for llhttp."""
+        limits = self.limits
+        while data:
+            simple = fastpath.parse_simple_request(
+                data, limits.max_request_line, limits.max_header_size, limits.max_headers
+            )
+            if simple is None:
+                return data
+            end, method, url, headers, version, keep_alive = simple
+            data = data[end:]
+            if self.closed:
+                return b""  # what on_headers_complete's _Stop does
+            cycle = RequestCycle(self, method, url, headers, version, keep_alive, False)
+            if cycle.error_status:
+                self._parse_failed(cycle.error_status)
+                return b""
+            self._start(cycle)
+            self.on_message_complete()
+            if self.closed or self.upgraded is not None:
+                return b""
+        return data
+
+    def _start(self, cycle: RequestCycle) -> None:
+        """A request's head is in: queue it, and run it if it is the only one."""
         self.parsing = cycle
         self.newest = cycle
         self.queue.append(cycle)

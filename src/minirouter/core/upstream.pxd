@@ -5,7 +5,7 @@ cdef class UpstreamConnection:
     cdef public object loop, spec, transport, handler, parser
     cdef public bint closed, reused, head_only, response_started, tunnel
     cdef public object _reason, _headers
-    cdef public bint _done_head_only, _complete, _extra, _read_armed, _paused
+    cdef public bint _done_head_only, _in_message, _complete, _extra, _read_armed, _paused
     cdef public object _timer
     cdef public double _timer_at, _idle_deadline, _read_timeout, _last_read
     cdef public Py_ssize_t _unparsed

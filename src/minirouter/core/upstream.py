@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
+from minirouter import fastpath
 from minirouter.core import tls
 
 if TYPE_CHECKING:
@@ -74,6 +75,9 @@ class UpstreamConnection:
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._done_head_only = False
+        # llhttp is inside a response (its bytes came in more than one read): every read goes
+        # to it until that response is complete.
+        self._in_message = False
         # The response ended during this read; reported once the whole read is parsed, so
         # that bytes after the end (an upstream out of step) are seen before anything of
         # the response is sent on.
@@ -120,6 +124,20 @@ class UpstreamConnection:
         if self._read_armed:
             self._last_read = self.loop.time()
         self.response_started = True
+        if not self._in_message and not self.head_only:
+            simple = fastpath.parse_simple_response(data)
+            if simple is not None:
+                # One whole response in this read (the usual case): report what llhttp's
+                # callbacks would, in their order, without running them.
+                status, reason, headers, keep_alive, body = simple
+                self._unparsed = 0
+                handler.on_upstream_head(status, reason, headers, keep_alive)
+                if body and self.handler is not None:
+                    handler.on_upstream_body(body)
+                if self.handler is not None:
+                    handler.on_upstream_complete()
+                handler.flush()
+                return
         self._unparsed += len(data)
         try:
             self.parser.feed_data(data)
@@ -158,6 +176,7 @@ class UpstreamConnection:
         if self._done_head_only:
             # The old parser would read whatever follows as this response's body.
             self._done_head_only = False
+            self._in_message = False
             self.parser = httptools.HttpResponseParser(self)
 
     def eof_received(self) -> bool | None:
@@ -189,6 +208,7 @@ class UpstreamConnection:
     def on_message_begin(self) -> None:
         if self._complete:
             raise _ExtraResponse
+        self._in_message = True
         self._unparsed = 0
         self._reason = b""
         self._headers = []
@@ -222,6 +242,7 @@ class UpstreamConnection:
             self.handler.on_upstream_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         if self._done_head_only:
             return
         handler = self.handler
