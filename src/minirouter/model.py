@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import ipaddress
 import json
 import math
@@ -223,7 +224,10 @@ _ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 # Underscores are not valid in DNS host names but are common in container/service names.
 # ASCII: under IGNORECASE alone, [a-z] also matches the Kelvin sign and the long s.
-_LABEL_RE = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?", re.IGNORECASE | re.ASCII)
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+# Dot-separated labels in one match: a label cannot hold a dot, so this is each label matched
+# alone, without a Python loop over the labels.
+_DNS_NAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.IGNORECASE | re.ASCII)
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _BAD_VALUE_RE = re.compile(r"[\r\n\x00]")
 _BAD_PATH_RE = re.compile(r"[\s\x00-\x1f\x7f]")
@@ -248,6 +252,8 @@ class ValidationError(ValueError):
 
 class _Errors:
     """Collects messages by field path while a whole value is validated."""
+
+    __slots__ = ("fields",)
 
     def __init__(self) -> None:
         self.fields: dict[str, str] = {}
@@ -338,9 +344,15 @@ def _str(value: Any, path: str, e: _Errors) -> str | None:
 
 
 def _choice(options: tuple[Any, ...]) -> _Parser:
+    # Keyed by type too: 301.0 == 301 and True == 1, but neither is a valid code.
+    allowed = frozenset((type(o), o) for o in options)
+
     def parse(value: Any, path: str, e: _Errors) -> Any:
-        # Compare types too: 301.0 == 301 and True == 1, but neither is a valid code.
-        if not any(type(value) is type(o) and value == o for o in options):
+        try:
+            ok = (type(value), value) in allowed
+        except TypeError:  # unhashable (a list, a mapping): not one of the options
+            ok = False
+        if not ok:
             shown = _short(value) if isinstance(value, str) else _type_name(value)
             e.add(path, f"must be one of {', '.join(map(str, options))}; got {shown}")
             return None
@@ -361,6 +373,8 @@ def _ranged(lo: int, hi: int | None = None) -> _Parser:
 
 
 def _id(value: Any, path: str, e: _Errors) -> str | None:
+    if type(value) is str and _ID_RE.fullmatch(value):
+        return value  # the common case: no need to tell why it is wrong
     text = _str(value, path, e)
     if text is not None and not _ID_RE.fullmatch(text):
         e.add(path, f"invalid id {_short(text)}: use [a-z0-9][a-z0-9_.-]{{0,63}}")
@@ -369,16 +383,17 @@ def _id(value: Any, path: str, e: _Errors) -> str | None:
 
 
 def _is_dns_name(name: str) -> bool:
-    labels = name.split(".")
     # A numeric last label is an IPv4 address (or a typo of one), never a DNS name.
     return (
         0 < len(name) <= 253
-        and all(_LABEL_RE.fullmatch(label) for label in labels)
-        and not labels[-1].isdigit()
+        and _DNS_NAME_RE.fullmatch(name) is not None
+        and not name.rpartition(".")[2].isdigit()
     )
 
 
 def _is_ipv4(text: str) -> bool:
+    if text.count(".") != 3:
+        return False  # what the parser would say too, without raising and catching
     try:
         ipaddress.IPv4Address(text)
     except ValueError:
@@ -393,6 +408,9 @@ def _ipv6(text: str) -> str | None:
         return None
 
 
+# Parsing an address is the dearest check, and each is split twice (checked, then compared with
+# its siblings); upstreams also share their targets' addresses.
+@functools.lru_cache(maxsize=4096)
 def _split_address(text: str) -> tuple[str, int] | str:
     """Split "host:port" into (comparable host, port), or return an error message."""
     if text.startswith("["):
@@ -406,7 +424,7 @@ def _split_address(text: str) -> tuple[str, int] | str:
             return f'invalid address {_short(text)}: expected "host:port"'
         if ":" in host:
             return f'invalid address {_short(text)}: IPv6 hosts need brackets, "[::1]:port"'
-        if not (_is_ipv4(host) or _is_dns_name(host)):
+        if not (_is_dns_name(host) or _is_ipv4(host)):
             return f"invalid host {_short(host)}: expected a DNS name, IPv4 or [IPv6] address"
         host = host.lower()
     if not _PORT_RE.fullmatch(port) or not 1 <= int(port) <= 65535:
@@ -439,7 +457,7 @@ def _host_pattern(value: Any, path: str, e: _Errors) -> str | None:
     if "*" in host:
         e.add(path, f'invalid host {_short(text)}: only a leading "*." wildcard is allowed')
         return None
-    if _is_ipv4(host) or _is_dns_name(host):
+    if _is_dns_name(host) or _is_ipv4(host):  # the first is cheaper and the more common
         return sys.intern(host)
     ipv6 = _ipv6(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
     if ipv6 is not None:
@@ -532,55 +550,60 @@ def _list_of(
     return parse_list
 
 
-def _fields_of(
-    cls: type[Any], value: Any, path: str, e: _Errors, parsers: Mapping[str, _Parser]
-) -> dict[str, Any] | None:
-    """Check a mapping against `cls`'s fields (unknown, missing) and parse each given one."""
-    if not isinstance(value, Mapping):
+class _Table:
+    """A dataclass's fields with their parsers, computed once per class: introspecting the
+    class (dataclasses.fields()) for each item was a large part of loading 100k routes."""
+
+    __slots__ = ("known", "parsers", "required")
+
+    def __init__(self, cls: type[Any], parsers: Mapping[str, _Parser]) -> None:
+        names = [f.name for f in fields(cls)]
+        # A field without a parser would pass as "unknown field": refuse at import instead.
+        if set(parsers) != set(names):
+            raise TypeError(f"{cls.__name__}: parsers for {sorted(parsers)}, fields {names}")
+        self.parsers: dict[str, _Parser] = dict(parsers)
+        self.known: list[str] = names  # in field order, for "did you mean"
+        self.required: tuple[str, ...] = tuple(
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+        )
+
+
+def _fields_of(table: _Table, value: Any, path: str, e: _Errors) -> dict[str, Any] | None:
+    """Check a mapping against a class's fields (unknown, missing) and parse each given one;
+    fields not given are left to the class's defaults, unparsed."""
+    # A plain dict is the common case, and checking it against the Mapping ABC costs more.
+    if type(value) is not dict and not isinstance(value, Mapping):
         e.add(path, f"expected a mapping, got {_type_name(value)}")
         return None
-    known, required = _field_names(cls)
+    parsers = table.parsers
     out: dict[str, Any] = {}
     for key, raw in value.items():
-        if key not in known:
-            hint = difflib.get_close_matches(str(key), list(known), n=1)
+        parse = parsers.get(key)
+        if parse is None:
+            hint = difflib.get_close_matches(str(key), table.known, n=1)
             e.add(
                 _at(path, str(key)),
                 "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
             )
             continue
-        out[key] = parsers[key](raw, _at(path, key), e)
-    for name in required:
+        out[key] = parse(raw, f"{path}.{key}" if path else key, e)
+    for name in table.required:
         if name not in value:
             e.add(_at(path, name), "required field is missing")
     return out
 
 
-_FIELD_NAMES: dict[type[Any], tuple[dict[str, None], tuple[str, ...]]] = {}
-
-
-def _field_names(cls: type[Any]) -> tuple[dict[str, None], tuple[str, ...]]:
-    """A class's field names (in order, for hints) and its required ones; computed once,
-    because dataclasses.fields() is a large part of loading 100k routes."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        known = dict.fromkeys(f.name for f in fields(cls))
-        required = tuple(
-            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-        )
-        names = _FIELD_NAMES[cls] = (known, required)
-    return names
-
-
 def _make(cls: type[Any], kwargs: dict[str, Any] | None, e: _Errors, errors_before: int) -> Any:
     # Build only when nothing in this object failed: a failed field parsed to None.
-    return cls(**kwargs) if kwargs is not None and len(e) == errors_before else None
+    return cls(**kwargs) if kwargs is not None and len(e.fields) == errors_before else None
 
 
 def _object(cls: type[Any], parsers: Mapping[str, _Parser]) -> _Parser:
+    table = _Table(cls, parsers)
+
     def parse(value: Any, path: str, e: _Errors) -> Any:
-        n = len(e)
-        return _make(cls, _fields_of(cls, value, path, e, parsers), e, n)
+        n = len(e.fields)
+        return _make(cls, _fields_of(table, value, path, e), e, n)
 
     return parse
 
@@ -678,11 +701,12 @@ _UPSTREAM_PARSERS: dict[str, _Parser] = {
     ),
     "passive": _object(Passive, {"max_fails": _ranged(0), "fail_timeout": _positive}),
 }
+_UPSTREAM_TABLE = _Table(Upstream, _UPSTREAM_PARSERS)
 
 
 def _upstream(value: Any, path: str, e: _Errors) -> Upstream | None:
-    n = len(e)
-    kw = _fields_of(Upstream, value, path, e, _UPSTREAM_PARSERS)
+    n = len(e.fields)
+    kw = _fields_of(_UPSTREAM_TABLE, value, path, e)
     if kw is None:
         return None
     targets = kw.get("targets") or ()
@@ -769,22 +793,26 @@ _ROUTE_PARSERS: dict[str, _Parser] = {
     "max_body_size": _optional(_size),
     "websocket": _bool,
 }
+_ROUTE_TABLE = _Table(Route, _ROUTE_PARSERS)
 
 
 def _route(value: Any, path: str, e: _Errors) -> Route | None:
-    n = len(e)
-    kw = _fields_of(Route, value, path, e, _ROUTE_PARSERS)
+    n = len(e.fields)
+    kw = _fields_of(_ROUTE_TABLE, value, path, e)
     if kw is None:
         return None
     path_type = kw.get("path_type", "prefix")
     route_path = kw.get("path", "/")
+    is_regex = path_type == "regex"
     groups: int | None = None
-    if isinstance(route_path, str) and path_type == "regex":
+    if not isinstance(route_path, str):
+        pass  # already reported
+    elif is_regex:
         try:
             groups = re.compile(route_path).groups
         except re.error as exc:
             e.add(_at(path, "path"), f"invalid regular expression: {exc}")
-    elif isinstance(route_path, str) and path_type in ("prefix", "exact"):
+    elif path_type == "prefix" or path_type == "exact":
         if not route_path.startswith("/"):
             e.add(_at(path, "path"), f'must start with "/"; got {_short(route_path)}')
         elif _BAD_PATH_RE.search(route_path):
@@ -793,16 +821,18 @@ def _route(value: Any, path: str, e: _Errors) -> Route | None:
             # Routes match the path without its query, so such a route could never match.
             e.add(_at(path, "path"), 'must not contain "?" or "#"')
     rewrite = kw.get("rewrite")
-    if rewrite is not None and path_type != "regex":
+    if rewrite is None:
+        pass
+    elif not is_regex:
         e.add(_at(path, "rewrite"), "only regex routes (path_type: regex) can rewrite")
-    elif rewrite is not None and groups is not None:
+    elif groups is not None:
         refs = [int(one or many) for one, many in _GROUP_REF_RE.findall(rewrite)]
         if refs and max(refs) > groups:
             e.add(
                 _at(path, "rewrite"),
                 f"${max(refs)} refers to a group the regex lacks (it has {groups})",
             )
-    if kw.get("strip_prefix") and path_type == "regex":
+    if is_regex and kw.get("strip_prefix"):
         e.add(_at(path, "strip_prefix"), "only prefix and exact routes can strip a prefix")
     has_upstream = value.get("upstream") is not None
     has_redirect = value.get("redirect") is not None
@@ -832,13 +862,13 @@ _certificate_fields = _object(
 
 
 def _certificate(value: Any, path: str, e: _Errors) -> Certificate | None:
-    n = len(e)
+    n = len(e.fields)
     cert: Certificate | None = _certificate_fields(value, path, e)
     if cert is None:
         return None
     for field_name, message in check_certificate(cert.cert, cert.key, cert.names):
         e.add(_at(path, field_name), message)
-    return cert if len(e) == n else None
+    return cert if len(e.fields) == n else None
 
 
 _ITEM_PARSERS: dict[str, _Parser] = {
@@ -852,7 +882,8 @@ _ITEM_PARSERS: dict[str, _Parser] = {
 def _build_one(parse: _Parser, data: Any, cls: type[_T]) -> _T:
     e = _Errors()
     item = parse(data, "", e)
-    e.raise_if_any()
+    if e.fields:
+        raise ValidationError(e.fields)
     return cast(_T, item)
 
 
@@ -872,9 +903,14 @@ def from_dict(kind: str, data: Any) -> Item:
     Raises ValidationError naming every offending field (paths relative to the item), and
     ValueError for an unknown kind.
     """
-    if kind not in _ITEM_PARSERS:
+    parse = _ITEM_PARSERS.get(kind)
+    if parse is None:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    return _build_one(_ITEM_PARSERS[kind], data, KIND_TYPES[kind])
+    e = _Errors()
+    item: Item = parse(data, "", e)
+    if e.fields:
+        raise ValidationError(e.fields)
+    return item
 
 
 def kind_of(item: Item) -> str:

@@ -9,7 +9,7 @@ what it got starts right after the revision it knows and has no hole.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -83,6 +83,12 @@ class Sequencer:
 
     def feed(self, raws: Iterable[RawRecord]) -> list[ChangeRecord]:
         done: list[ChangeRecord] = []
+        for revision in self._revisions(raws):
+            done.extend(r.record(self.epoch) for r in revision)
+        return done
+
+    def _revisions(self, raws: Iterable[RawRecord]) -> Iterator[list[RawRecord]]:
+        """The stored records of each revision that `raws` complete, unparsed."""
         for raw in raws:
             last = self._pending[-1] if self._pending else None
             if last is None:
@@ -104,10 +110,9 @@ class Sequencer:
                     )
             self._pending.append(raw)
             if raw.seq >= raw.n:  # the revision is complete
-                done.extend(r.record(self.epoch) for r in self._pending)
+                revision, self._pending = self._pending, []
                 self.rev = raw.rev
-                self._pending.clear()
-        return done
+                yield revision
 
 
 def complete_history(
@@ -123,6 +128,30 @@ def complete_history(
     Raises TrimmedError unless they reach from `rev` + 1 to `current` without a hole, and,
     if `expected` is given (not empty), unless the store's epoch is `expected`.
     """
+    return _follow(rev, current, raws, epoch, expected, parse=True)
+
+
+def check_history(
+    rev: int,
+    current: int,
+    raws: Iterable[RawRecord],
+    epoch: str = "",
+    expected: str | None = None,
+) -> None:
+    """The checks of `complete_history`, for a reader that applies the stored text itself:
+    parsing every record's JSON only to drop it would decode each change twice."""
+    _follow(rev, current, raws, epoch, expected, parse=False)
+
+
+def _follow(
+    rev: int,
+    current: int,
+    raws: Iterable[RawRecord],
+    epoch: str,
+    expected: str | None,
+    *,
+    parse: bool,
+) -> list[ChangeRecord]:
     if expected and epoch != expected:
         raise TrimmedError(
             f"the store holds another history (epoch {epoch or 'none'}, not {expected}): "
@@ -133,7 +162,12 @@ def complete_history(
             f"revision {rev} is newer than the store's {current} (was the store reset?)"
         )
     sequencer = Sequencer(rev, epoch)
-    records = sequencer.feed(raws)
+    records: list[ChangeRecord] = []
+    if parse:
+        records = sequencer.feed(raws)
+    else:
+        for _ in sequencer._revisions(raws):
+            pass
     if sequencer.rev != current or sequencer.position is not None:
         raise TrimmedError(
             f"the change history no longer reaches back to revision {rev + 1} "

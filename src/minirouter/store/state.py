@@ -137,7 +137,11 @@ class ConfigState:
             kept: list[Item] = []
             raw = self._raw[kind]
             kept_texts = texts[kind] = {}
-            for item_id, item in sorted(self._items[kind].items()):
+            items = self._items[kind]
+            # Sorted ids, not sorted (id, item) pairs: 100k temporary tuples would wake the
+            # cyclic GC over a hundred times during one snapshot.
+            for item_id in sorted(items):
+                item = items[item_id]
                 upstream = _upstream_of(item) if kind in _REFERRERS else None
                 # A stored but invalid upstream still counts: a mirror keeps its last good one.
                 if upstream is not None and upstream not in upstreams:
