@@ -2,8 +2,9 @@
 
 WAL mode (readers never wait for the writer), every write one ``BEGIN IMMEDIATE`` transaction
 (writers queue on the file lock, up to the busy timeout), every consistent read one read
-transaction. Watching polls the indexed changes table every 10 ms: SQLite has no way to wake a
-reader in another process, and the query is cheap.
+transaction. Watching polls every 10 ms: SQLite has no way to wake a reader in another process.
+A poll runs on the event loop itself, as a cheap ``PRAGMA data_version`` that reads the changes
+only after another connection committed (see `SqliteStore.watch`).
 """
 
 from __future__ import annotations
@@ -194,12 +195,8 @@ class SqliteStore(Store):
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """One read transaction: every query inside sees the same committed state."""
-        with self._connection() as conn:
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.execute("ROLLBACK")
+        with self._connection() as conn, _reading(conn):
+            yield conn
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -342,8 +339,7 @@ class SqliteStore(Store):
     def changes_since(self, rev: int, epoch: str | None = None) -> list[ChangeRecord]:
         check_rev(rev)
         with self._errors(), self._read() as conn:
-            stored_epoch, current = _meta(conn)
-            raws = _records_after(conn, rev) if current != rev else []
+            stored_epoch, current, raws = _history_after(conn, rev)
         return complete_history(rev, current, raws, stored_epoch, epoch)
 
     def history(self, limit: int = 50, before_rev: int | None = None) -> list[ChangeRecord]:
@@ -373,16 +369,63 @@ class SqliteStore(Store):
         self, rev: int, epoch: str | None = None
     ) -> AsyncGenerator[list[ChangeRecord], None]:
         check_rev(rev)
-        last = rev
-        while True:
-            # In a thread: a query can wait on the file lock, the event loop must not.
-            records = await asyncio.to_thread(self.changes_since, last, epoch)
-            if records:
-                last = records[-1].rev
-                epoch = epoch or records[-1].epoch  # from the first records on, that history
-                yield records
-            else:
-                await asyncio.sleep(self._poll)
+        # The polls run on the event loop, not in a thread: a thread per poll cost the loop a
+        # GIL handover each time (and, on a busy machine, the wait for the thread to be
+        # scheduled), which under HTTP load showed in the p99 latency; a poll that finds
+        # nothing new costs a few microseconds. They never wait for a lock: the connection has
+        # no busy timeout (a WAL reader waits on nobody but a rare recovery), and a read that
+        # finds the file busy is made again in a thread, with the busy timeout.
+        conn = await asyncio.to_thread(self._watch_connection)
+        try:
+            last, version = rev, None
+            # The first read may be long (a core catching up): off the loop too.
+            records: list[ChangeRecord] | None = await asyncio.to_thread(
+                self.changes_since, last, epoch
+            )
+            while True:
+                if records:
+                    last = records[-1].rev
+                    epoch = epoch or records[-1].epoch  # from the first records on, that history
+                    yield records
+                else:
+                    await asyncio.sleep(self._poll)
+                version, records = self._poll_changes(conn, version, last, epoch)
+                if records is None:
+                    records = await asyncio.to_thread(self.changes_since, last, epoch)
+        finally:
+            conn.close()
+
+    def _watch_connection(self) -> sqlite3.Connection:
+        with self._errors():
+            if self._closed:
+                raise StoreError(f"store {self.url} is closed")
+            conn = sqlite3.connect(
+                self.path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+
+    def _poll_changes(
+        self, conn: sqlite3.Connection, version: int | None, rev: int, epoch: str | None
+    ) -> tuple[int | None, list[ChangeRecord] | None]:
+        """The changes after `rev` if another connection committed since `version` (the
+        connection's data version at the last read): (the new version, the changes), or
+        (None, None) if the file was busy."""
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed")
+        with self._errors():
+            try:
+                # Read first: a commit landing after it moves it again, and is seen next time.
+                (now,) = conn.execute("PRAGMA data_version").fetchone()
+                if now == version:
+                    return version, []
+                with _reading(conn):
+                    stored_epoch, current, raws = _history_after(conn, rev)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                return None, None
+        return int(now), complete_history(rev, current, raws, stored_epoch, epoch)
 
     # -- fleet ----------------------------------------------------------------------------------
 
@@ -542,10 +585,27 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE meta ADD COLUMN epoch TEXT NOT NULL DEFAULT ''")
 
 
+@contextlib.contextmanager
+def _reading(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction on `conn`: every query inside sees the same committed state."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:  # an error may have ended it already
+            conn.execute("ROLLBACK")
+
+
 def _meta(conn: sqlite3.Connection) -> tuple[str, int]:
     """(epoch, revision) of the store."""
     row = conn.execute("SELECT epoch, rev FROM meta WHERE id = 0").fetchone()
     return (str(row[0]), int(row[1])) if row is not None else ("", 0)
+
+
+def _history_after(conn: sqlite3.Connection, rev: int) -> tuple[str, int, list[RawRecord]]:
+    """(epoch, current revision, stored records after `rev`), in a read transaction."""
+    epoch, current = _meta(conn)
+    return epoch, current, _records_after(conn, rev) if current != rev else []
 
 
 def _records_after(conn: sqlite3.Connection, rev: int) -> list[RawRecord]:
