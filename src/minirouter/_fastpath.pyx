@@ -1832,13 +1832,44 @@ cdef inline bint _is_name(const unsigned char* p, Py_ssize_t n, const char* lowe
     return True
 
 
+cdef enum:
+    _CLOSE = 1
+    _KEEP = 2
+
+
 cdef inline int _connection(const unsigned char* p, Py_ssize_t n) noexcept:
-    """A Connection value taken here: 1 "close", 2 "keep-alive", 0 anything else."""
+    """A Connection value taken here: _CLOSE "close", _KEEP "keep-alive", 0 anything else."""
     if _is_name(p, n, b"close", 5):
-        return 1
+        return _CLOSE
     if _is_name(p, n, b"keep-alive", 10):
-        return 2
+        return _KEEP
     return 0
+
+
+cdef inline bint _add_connection(const unsigned char* p, Py_ssize_t n, int* tokens) noexcept:
+    """Note a Connection value in `tokens`; False if it is not one taken here."""
+    cdef int token = _connection(p, n)
+    tokens[0] |= token
+    return token != 0
+
+
+cdef inline bint _keep_alive(bint minor, int tokens) noexcept:
+    """llhttp's should_keep_alive: HTTP/1.1 unless "close", HTTP/1.0 only with "keep-alive"."""
+    return not (tokens & _CLOSE) if minor else bool(tokens & _KEEP)
+
+
+cdef Py_ssize_t _next_line(
+    const unsigned char* p, Py_ssize_t n, Py_ssize_t i,
+    Py_ssize_t* name_start, Py_ssize_t* name_end, Py_ssize_t* value_start, Py_ssize_t* value_end,
+) noexcept:
+    """The line at p[i:]: the blank line that ends the head (`name_start` set to -1) or one
+    field line; where the next line starts, or -1 if neither, or past the head limit."""
+    if i + 1 >= n or i > _SIMPLE_HEAD_LIMIT:
+        return -1
+    if p[i] == 13:
+        name_start[0] = -1
+        return i + 2 if p[i + 1] == 10 else -1
+    return _field_line(p, n, i, name_start, name_end, value_start, value_end)
 
 
 cdef Py_ssize_t _field_line(
@@ -1870,9 +1901,9 @@ def parse_simple_response(bytes data not None):
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t i, start, name_end, value_start, value_end, k
-    cdef int status, token
+    cdef int status, tokens = 0
     cdef long long length = -1
-    cdef bint close = False, keep = False, minor
+    cdef bint minor
     cdef list headers
     cdef bytes reason, name, value
     # "HTTP/1.x DDD " at least, then the reason and CRLF.
@@ -1898,16 +1929,11 @@ def parse_simple_response(bytes data not None):
     i += 2
     headers = []
     while True:
-        if i + 1 >= n or i > _SIMPLE_HEAD_LIMIT:
-            return None
-        if p[i] == 13:
-            if p[i + 1] != 10:
-                return None
-            i += 2
-            break
-        i = _field_line(p, n, i, &start, &name_end, &value_start, &value_end)
+        i = _next_line(p, n, i, &start, &name_end, &value_start, &value_end)
         if i < 0:
             return None
+        if start < 0:  # the blank line: the head ends here
+            break
         if _is_name(p + start, name_end - start, b"content-length", 14):
             if length >= 0 or value_end == value_start or value_end - value_start > 18:
                 return None
@@ -1917,11 +1943,8 @@ def parse_simple_response(bytes data not None):
                     return None
                 length = length * 10 + (p[k] - 48)
         elif _is_name(p + start, name_end - start, b"connection", 10):
-            token = _connection(p + value_start, value_end - value_start)
-            if token == 0:
+            if not _add_connection(p + value_start, value_end - value_start, &tokens):
                 return None
-            close = close or token == 1
-            keep = keep or token == 2
         elif (
             _is_name(p + start, name_end - start, b"transfer-encoding", 17)
             or _is_name(p + start, name_end - start, b"upgrade", 7)
@@ -1933,10 +1956,10 @@ def parse_simple_response(bytes data not None):
         headers.append((name, value))
     if i > _SIMPLE_HEAD_LIMIT:  # the blank line must end within the limit, as in the spec
         return None
-    if length < 0 or n - i != length or (close and keep):
+    if length < 0 or n - i != length or tokens == _CLOSE | _KEEP:
         return None
     body = PyBytes_FromStringAndSize(<const char*>p + i, n - i) if length else b""
-    return status, reason, headers, (not close) if minor else keep, body
+    return status, reason, headers, _keep_alive(minor, tokens), body
 
 
 def parse_simple_request(bytes data not None, Py_ssize_t max_request_line,
@@ -1946,8 +1969,8 @@ def parse_simple_request(bytes data not None, Py_ssize_t max_request_line,
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t i, target_start, target_end, start, name_end, value_start, value_end
     cdef Py_ssize_t size = 0, count = 0
-    cdef int token
-    cdef bint close = False, keep = False, minor
+    cdef int tokens = 0
+    cdef bint minor
     cdef list headers
     cdef bytes method, target
     if n >= 4 and memcmp(p, b"GET ", 4) == 0:
@@ -1980,22 +2003,14 @@ def parse_simple_request(bytes data not None, Py_ssize_t max_request_line,
         return None
     headers = []
     while True:
-        if i + 1 >= n or i > _SIMPLE_HEAD_LIMIT:
-            return None
-        if p[i] == 13:
-            if p[i + 1] != 10:
-                return None
-            i += 2
-            break
-        i = _field_line(p, n, i, &start, &name_end, &value_start, &value_end)
+        i = _next_line(p, n, i, &start, &name_end, &value_start, &value_end)
         if i < 0:
             return None
+        if start < 0:  # the blank line: the head ends here
+            break
         if _is_name(p + start, name_end - start, b"connection", 10):
-            token = _connection(p + value_start, value_end - value_start)
-            if token == 0:
+            if not _add_connection(p + value_start, value_end - value_start, &tokens):
                 return None
-            close = close or token == 1
-            keep = keep or token == 2
         elif (
             _is_name(p + start, name_end - start, b"content-length", 14)
             or _is_name(p + start, name_end - start, b"transfer-encoding", 17)
@@ -2012,7 +2027,7 @@ def parse_simple_request(bytes data not None, Py_ssize_t max_request_line,
             PyBytes_FromStringAndSize(<const char*>p + start, name_end - start),
             PyBytes_FromStringAndSize(<const char*>p + value_start, value_end - value_start),
         ))
-    if i > _SIMPLE_HEAD_LIMIT or (close and keep):
+    if i > _SIMPLE_HEAD_LIMIT or tokens == _CLOSE | _KEEP:
         return None
     target = PyBytes_FromStringAndSize(<const char*>p + target_start, target_end - target_start)
-    return i, method, target, headers, "1.1" if minor else "1.0", (not close) if minor else keep
+    return i, method, target, headers, "1.1" if minor else "1.0", _keep_alive(minor, tokens)

@@ -740,6 +740,28 @@ _FRAMING_ELSEWHERE = frozenset({b"transfer-encoding", b"upgrade", b"proxy-connec
 SimpleResponse = tuple[int, bytes, list[tuple[bytes, bytes]], bool, bytes]
 
 
+def _field_lines(data: bytes, pos: int, end: int) -> list[tuple[bytes, bytes]] | None:
+    """The field lines from `pos` up to the blank line at `end`; None if one is not simple."""
+    fields: list[tuple[bytes, bytes]] = []
+    while pos < end + 2:
+        field_line = _FIELD_LINE.match(data, pos)
+        if field_line is None:
+            return None
+        name, value = field_line.group(1, 2)
+        fields.append((name, value))
+        pos = field_line.end()
+    return fields
+
+
+def _connection(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool] | None:
+    """(close, keep-alive) from Connection headers that are exactly "close" or "keep-alive";
+    None for any other Connection value, or for both."""
+    tokens = {value.lower() for name, value in headers if name.lower() == b"connection"}
+    if not tokens <= {b"close", b"keep-alive"} or len(tokens) > 1:
+        return None
+    return b"close" in tokens, b"keep-alive" in tokens
+
+
 def parse_simple_response(data: bytes) -> SimpleResponse | None:
     """`data` as one whole response, or None to leave it to the full parser (llhttp).
 
@@ -752,43 +774,23 @@ def parse_simple_response(data: bytes) -> SimpleResponse | None:
     common case, never a second opinion on what is valid.
     """
     end = data.find(b"\r\n\r\n", 0, SIMPLE_HEAD_LIMIT)
-    if end < 0:
-        return None
-    status_line = _STATUS_LINE.match(data)
+    status_line = _STATUS_LINE.match(data) if end >= 0 else None
     if status_line is None:
         return None
     status = int(status_line.group(2))
-    if status in (204, 304):  # no body whatever the headers say
+    headers = _field_lines(data, status_line.end(), end)
+    connection = _connection(headers) if headers is not None else None
+    if headers is None or connection is None or status in (204, 304):  # 204/304: no body
         return None
-    headers: list[tuple[bytes, bytes]] = []
-    length: int | None = None
-    close = keep = False
-    pos = status_line.end()
-    while pos < end + 2:
-        field_line = _FIELD_LINE.match(data, pos)
-        if field_line is None:
-            return None
-        name, value = field_line.group(1, 2)
-        lowered = name.lower()
-        if lowered == b"content-length":
-            if length is not None or not value.isdigit() or len(value) > 18:
-                return None
-            length = int(value)
-        elif lowered == b"connection":
-            token = value.lower()
-            if token == b"close":
-                close = True
-            elif token == b"keep-alive":
-                keep = True
-            else:
-                return None
-        elif lowered in _FRAMING_ELSEWHERE:
-            return None
-        headers.append((name, value))
-        pos = field_line.end()
+    lengths = [value for name, value in headers if name.lower() == b"content-length"]
+    if len(lengths) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 18:
+        return None
+    if any(name.lower() in _FRAMING_ELSEWHERE for name, _ in headers):
+        return None
     body_start = end + 4
-    if length is None or len(data) - body_start != length or (close and keep):
+    if len(data) - body_start != int(lengths[0]):
         return None
+    close, keep = connection
     keep_alive = not close if status_line.group(1) == b"1" else keep
     return status, status_line.group(3), headers, keep_alive, data[body_start:]
 
@@ -817,41 +819,20 @@ def parse_simple_request(
     second opinion on what is valid.
     """
     end = data.find(b"\r\n\r\n", 0, SIMPLE_HEAD_LIMIT)
-    if end < 0:
-        return None
-    request_line = _REQUEST_LINE.match(data)
+    request_line = _REQUEST_LINE.match(data) if end >= 0 else None
     if request_line is None:
         return None
     method, target, minor = request_line.group(1, 2, 3)
-    if len(target) > max_request_line:
+    headers = _field_lines(data, request_line.end(), end)
+    connection = _connection(headers) if headers is not None else None
+    if headers is None or connection is None or len(target) > max_request_line:
         return None
-    headers: list[tuple[bytes, bytes]] = []
-    size = 0
-    close = keep = False
-    pos = request_line.end()
-    while pos < end + 2:
-        field_line = _FIELD_LINE.match(data, pos)
-        if field_line is None:
-            return None
-        name, value = field_line.group(1, 2)
-        lowered = name.lower()
-        if lowered == b"connection":
-            token = value.lower()
-            if token == b"close":
-                close = True
-            elif token == b"keep-alive":
-                keep = True
-            else:
-                return None
-        elif lowered in _REQUEST_ELSEWHERE:
-            return None
-        headers.append((name, value))
-        size += len(name) + len(value) + 4
-        if size > max_header_size or len(headers) > max_headers:
-            return None
-        pos = field_line.end()
-    if close and keep:
+    size = sum(len(name) + len(value) + 4 for name, value in headers)
+    if size > max_header_size or len(headers) > max_headers:
         return None
+    if any(name.lower() in _REQUEST_ELSEWHERE for name, _ in headers):
+        return None
+    close, keep = connection
     version = "1.1" if minor == b"1" else "1.0"
     keep_alive = not close if minor == b"1" else keep
     return end + 4, method, target, headers, version, keep_alive
