@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from minirouter.config import CoreSettings, Limits
-from minirouter.core.protocol import ClientProtocol, TLSAccept
+from minirouter.core.protocol import PAUSE_DEAD, ClientProtocol, TLSAccept
 from minirouter.core.state import RouterState
 from minirouter.model import config_from_dict
 
@@ -642,3 +642,70 @@ def test_upstream_idle_timeout_closes_a_pooled_connection(
     assert not tr.closed
     clock.advance_to(60.1)
     assert tr.closed and not target.idle
+
+
+class Exchange(RecordingHandler):
+    """Records the heads and completions an upstream connection reports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[Any] = []
+
+    def on_upstream_head(self, status: int, *_: Any) -> None:
+        self.events.append(status)
+
+    def on_upstream_complete(self) -> None:
+        self.events.append("complete")
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.0 100 Continue\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nConnection: close\r\nLink: </a>\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+    ],
+)
+def test_final_answer_after_an_interim_one_is_llhttps(
+    loop: asyncio.AbstractEventLoop, interim: bytes
+) -> None:
+    """An interim answer llhttp holds to be the last leaves it refusing what follows: the final
+    answer must meet that refusal in its own exchange (as before the simple-response shortcut),
+    never leave a pooled connection whose next answer fails for no fault of its own."""
+    from minirouter.core import upstream as pool
+
+    conn, _, target, spec = pooled_connection(loop)
+    first = Exchange()
+    conn.start(first, 5.0, head_only=False)
+    conn.data_received(interim)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    if first.errors:  # llhttp refused it: the connection is not reused
+        assert conn.closed and first.events == [int(interim[9:12]), "complete"]
+        return
+    assert first.events == [int(interim[9:12]), "complete", 200, "complete"]
+    pool.release(conn, spec)
+    assert pool.take_idle(target, spec) is conn
+    second = Exchange()
+    conn.start(second, 5.0, head_only=False)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")  # in two reads
+    conn.data_received(b"cd")
+    assert (second.events, second.errors) == ([200, "complete"], [])
+
+
+def test_bytes_after_the_last_request_are_refused_as_llhttp_does(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A request that ends the connection is left to llhttp, so that what a client pipelines
+    after it (while it is still in flight) is refused, not parsed and queued as requests."""
+    upstream = SilentUpstream(loop)
+    proto, tr, _ = make_proxying(loop, upstream)
+    proto.data_received(
+        b"GET /a HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nHost: app.test\r\n\r\n"
+    )
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert [c.url for c in proto.queue if not c.placeholder] == [b"/a"]
+    assert proto.gate is not None and proto.gate.reasons & PAUSE_DEAD
+    finish(proto, tr)
+    loop.run_until_complete(asyncio.sleep(0.01))  # the upstream connection's close completes
+    upstream.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import ssl
 import time
@@ -26,6 +27,8 @@ from minirouter.core import upstream as pool
 if TYPE_CHECKING:
     from minirouter.core.balancer import Balancer, TargetState
     from minirouter.core.state import RouterState
+
+log = logging.getLogger("minirouter.protocol")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 
@@ -468,15 +471,24 @@ class ClientProtocol:
             if simple is None:
                 return data
             end, method, url, headers, version, keep_alive = simple
+            if not keep_alive:
+                # llhttp's from here: it refuses bytes after the last request of a
+                # connection, which it can only do if it parsed that request itself.
+                return data
             data = data[end:]
             if self.closed:
                 return b""  # what on_headers_complete's _Stop does
-            cycle = RequestCycle(self, method, url, headers, version, keep_alive, False)
-            if cycle.error_status:
-                self._parse_failed(cycle.error_status)
+            try:
+                cycle = RequestCycle(self, method, url, headers, version, keep_alive, False)
+                if cycle.error_status:
+                    self._parse_failed(cycle.error_status)
+                    return b""
+                self._start(cycle)
+                self.on_message_complete()
+            except Exception as exc:  # as llhttp's path treats a failing callback: 400
+                log.error("error handling a request", exc_info=exc)
+                self._parse_failed(400)
                 return b""
-            self._start(cycle)
-            self.on_message_complete()
             if self.closed or self.upgraded is not None:
                 return b""
         return data

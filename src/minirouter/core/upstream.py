@@ -131,11 +131,16 @@ class UpstreamConnection:
                 # callbacks would, in their order, without running them.
                 status, reason, headers, keep_alive, body = simple
                 self._unparsed = 0
-                handler.on_upstream_head(status, reason, headers, keep_alive)
-                if body and self.handler is not None:
-                    handler.on_upstream_body(body)
-                if self.handler is not None:
-                    handler.on_upstream_complete()
+                try:
+                    handler.on_upstream_head(status, reason, headers, keep_alive)
+                    if body and self.handler is not None:
+                        handler.on_upstream_body(body)
+                    if self.handler is not None:
+                        handler.on_upstream_complete()
+                except Exception as exc:  # as llhttp's path treats a failing callback
+                    log.error("error handling an upstream response", exc_info=exc)
+                    self.close()
+                    handler.on_upstream_error(502, "internal error")
                 handler.flush()
                 return
         self._unparsed += len(data)
@@ -242,12 +247,15 @@ class UpstreamConnection:
             self.handler.on_upstream_body(body)
 
     def on_message_complete(self) -> None:
-        self._in_message = False
+        status = self.parser.get_status_code()
+        # After an interim answer the final one is llhttp's too: an interim answer llhttp
+        # holds to be the last (HTTP/1.0, "Connection: close") leaves it refusing what
+        # follows, and that must fail this exchange, not a later one on a pooled connection.
+        self._in_message = status < 200 and status != 101
         if self._done_head_only:
             return
         handler = self.handler
         if handler is not None:
-            status = self.parser.get_status_code()
             if status < 200 and status != 101:
                 handler.on_upstream_complete()  # interim: the exchange goes on
             else:
