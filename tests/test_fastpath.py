@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.machinery
 import itertools
 import os
 import random
@@ -22,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from minirouter import _fastpath_py, fastpath
+from minirouter import _fastpath_py, extensions, fastpath
 from minirouter.model import HeaderEdits, PathType, Route
 
-NO_EXTENSIONS = os.environ.get("MINIROUTER_NO_EXTENSIONS") == "1"
+NO_EXTENSIONS = extensions.NO_EXTENSIONS
 
 
 def _compiled() -> ModuleType:
@@ -55,8 +54,7 @@ def R(route_id: str, **kw: Any) -> Route:  # short: the tests build many routes
 @pytest.mark.skipif(NO_EXTENSIONS, reason="MINIROUTER_NO_EXTENSIONS=1")
 def test_fastpath_loads_the_compiled_module() -> None:
     compiled = importlib.import_module("minirouter._fastpath")
-    assert compiled.__file__ is not None
-    assert compiled.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    assert extensions.is_compiled(compiled), compiled.__file__
     assert fastpath.IMPLEMENTATION == "c"
     assert fastpath.RouteTable is compiled.RouteTable
     assert fastpath.build_request_head is compiled.build_request_head

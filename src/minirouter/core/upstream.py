@@ -75,8 +75,8 @@ class UpstreamConnection:
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._done_head_only = False
-        # llhttp is inside a response (its bytes came in more than one read): every read goes
-        # to it until that response is complete.
+        # llhttp is inside an exchange (a response whose bytes came in more than one read, or
+        # the final answer after an interim one): every read goes to it until it is complete.
         self._in_message = False
         # The response ended during this read; reported once the whole read is parsed, so
         # that bytes after the end (an upstream out of step) are seen before anything of
