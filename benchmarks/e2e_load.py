@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -877,8 +877,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def script_main(
+    name: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
+    """The entry point of a benchmark script: `run(args)`, stopped cleanly (servers included) by
+    the first SIGINT / SIGTERM (see `_on_signal`); a BenchError is one line and exit code 1."""
     handled = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored by our parent
         handled.append(signal.SIGINT)
@@ -886,14 +889,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except BenchError as exc:
-        print(f"e2e_load: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("e2e_load: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return script_main("e2e_load", run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from e2e_load import (
     nginx_proxy_conf,
     parse_wrk,
     pinned,
+    script_main,
     start_server,
     start_upstream,
 )
@@ -406,12 +407,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"e2e_tls: {exc}", file=sys.stderr)
-        return 1
+    return script_main("e2e_tls", run, parse_args(argv))
 
 
 if __name__ == "__main__":

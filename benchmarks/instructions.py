@@ -140,16 +140,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     builds = [args.only] if args.only else list(BUILDS)
-    results: dict[str, dict[str, float]] = {}
-    try:
-        for build in builds:
-            results[build] = measure(build, args, args.nginx)
-    except e2e_load.BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    results = {build: measure(build, args, args.nginx) for build in builds}
     print(f"callgrind, {args.requests} requests over {args.connections} keep-alive connections")
     print(f"{'build':<10} {'instructions/request':>22}")
     for build, r in results.items():
@@ -160,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"requests": args.requests, "results": results}, indent=2))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return e2e_load.script_main("instructions", run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import sys
@@ -45,7 +44,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from e2e_load import PROXIES, BenchError, _on_signal, start_proxy, start_upstream
+from e2e_load import PROXIES, script_main, start_proxy, start_upstream
 
 ATTACKS = ("slowloris", "slow-post", "slow-read")
 PROBE_TIMEOUT = 5.0  # seconds a probe request may take before it counts as failed
@@ -330,13 +329,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_signal)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"slow_clients: {exc}", file=sys.stderr)
-        return 1
+    return script_main("slow_clients", run, parse_args(argv))
 
 
 if __name__ == "__main__":

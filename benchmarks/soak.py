@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import psutil
 
-from e2e_load import WRK_GRACE, BenchError, _on_signal, parse_wrk, start_proxy, start_upstream
+from e2e_load import WRK_GRACE, parse_wrk, script_main, start_proxy, start_upstream
 from slow_clients import AttackResult, _attacker
 
 PIPELINE_LUA = """\
@@ -227,13 +226,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_signal)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"soak: {exc}", file=sys.stderr)
-        return 1
+    return script_main("soak", run, parse_args(argv))
 
 
 if __name__ == "__main__":
