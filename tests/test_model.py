@@ -38,7 +38,7 @@ from minirouter.model import (
     loads_config,
     to_dict,
 )
-from tls.certs import other_key, shared_ca
+from tls.certs import other_key, self_signed, shared_ca
 
 # Certificates are parsed and checked (key, expiry, names): a real pair, made for the session.
 _PAIR = shared_ca().issue("example.com", "*.example.com", "a.com")
@@ -1120,37 +1120,10 @@ def test_yaml_round_trip(up: dict[str, Any], rt: dict[str, Any]) -> None:
 def test_certificate_openssl_would_refuse_is_refused() -> None:
     # cryptography parses a 1024-bit RSA certificate fine, but OpenSSL (security level 2)
     # refuses to serve it: the core could never load it, so the write is refused.
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a.com")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("a.com")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    data = {
-        "id": "c",
-        "names": ["a.com"],
-        "cert": cert.public_bytes(serialization.Encoding.PEM).decode(),
-        "key": key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
-    }
+    data = self_signed(key, "a.com", "a.com").item("c", ["a.com"])
     assert "refused by OpenSSL" in errors("certificates", data)["cert"]
 
 
@@ -1171,33 +1144,5 @@ def test_key_of_an_unsupported_type_is_a_validation_error_not_a_crash() -> None:
 
 def test_certificate_without_subject_alt_name_is_refused() -> None:
     # Clients ignore the common name: a certificate without SAN covers no name at all.
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.x509.oid import NameOID
-
-    key = other_key()
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a.com")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    data = {
-        "id": "c",
-        "names": ["a.com"],
-        "cert": cert.public_bytes(serialization.Encoding.PEM).decode(),
-        "key": key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
-    }
+    data = self_signed(other_key(), "a.com").item("c", ["a.com"])
     assert "no subjectAltName" in errors("certificates", data)["names[0]"]

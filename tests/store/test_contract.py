@@ -17,9 +17,9 @@ from minirouter.store import (
 )
 
 from .conftest import Backend
-from .helpers import put, route, self_signed, strip_time, upstream
+from .helpers import certificate, put, route, strip_time, upstream
 
-CERT, KEY = self_signed("example.com")
+CERT, KEY = certificate("example.com")
 
 FULL = {
     "upstreams": [

@@ -10,10 +10,11 @@ from functools import cache
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+def _pem_key(key: CertificateIssuerPrivateKeyTypes) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -98,3 +99,24 @@ def shared_ca() -> CA:
 def other_key() -> ec.EllipticCurvePrivateKey:
     """A key that matches no certificate."""
     return ec.generate_private_key(ec.SECP256R1())
+
+
+def self_signed(key: CertificateIssuerPrivateKeyTypes, common_name: str, *names: str) -> Pair:
+    """A certificate signed by its own `key`, valid for a day, with `names` in its
+    subjectAltName (none given: no subjectAltName at all): for certificates a check must
+    refuse (a weak key, no names)."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - datetime.timedelta(days=1))
+        .not_valid_after(_now() + datetime.timedelta(days=1))
+    )
+    if names:
+        sans = x509.SubjectAlternativeName([x509.DNSName(n) for n in names])
+        builder = builder.add_extension(sans, critical=False)
+    cert = builder.sign(key, hashes.SHA256())
+    return Pair(cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key))
