@@ -3,16 +3,20 @@ finish, no new connections, exit 0), --shutdown-timeout, --workers 2."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import threading
 import time
 from functools import partial
+from pathlib import Path
+
+import pytest
 
 from .cfg import config, route, upstream
 from .conftest import StartCore
-from .coreproc import core_command, metric_sum, poll
+from .coreproc import core_command, dump_config, metric_sum, poll
 from .httpclient import RawConnection, Response, raw_request_bytes, request
 from .upstreams import UpstreamSet, free_port
 
@@ -50,6 +54,29 @@ def test_invalid_config_at_start_exits_nonzero(start_core: StartCore) -> None:
     assert code is not None, "core kept running with an invalid config"
     assert code != 0
     assert core.stderr_text().strip(), "no message on stderr"
+
+
+@pytest.mark.parametrize(("flag", "named"), [("--listen", ""), ("--listen-tls", " (tls)")])
+def test_a_busy_address_stops_the_start_and_is_named(tmp_path: Path, flag: str, named: str) -> None:
+    cfg = tmp_path / "routes.yaml"
+    cfg.write_text(dump_config(config([upstream("u", "127.0.0.1:9")], [route("r", "u")])))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        listen = ["--listen", f"127.0.0.1:{port}"]
+        if flag == "--listen-tls":
+            listen = ["--listen", f"127.0.0.1:{free_port()}", "--listen-tls", f"127.0.0.1:{port}"]
+        done = subprocess.run(
+            [*core_command(), "core", "--config", str(cfg), *listen],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "XDG_STATE_HOME": str(tmp_path), "HOME": str(tmp_path)},
+        )
+    assert done.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}{named}: " in done.stderr, done.stderr
 
 
 def connect_refused(port: int) -> bool:

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
@@ -57,39 +58,31 @@ async def serve(settings: CoreSettings) -> None:
         raise StartupError(f"cannot start: {state.last_error}")
     servers: list[asyncio.base_events.Server] = []
     stop = asyncio.Event()
+
+    async def listen(
+        factory: Callable[[], asyncio.BaseProtocol], addresses: list[tuple[str, int]], kind: str
+    ) -> None:
+        for host, port in addresses:
+            try:
+                servers.append(
+                    await loop.create_server(
+                        factory, host, port, reuse_port=settings.workers > 1, backlog=2048
+                    )
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen on {format_address(host, port)}{kind}: {exc.strerror or exc}"
+                ) from exc
+
     try:
-        for host, port in settings.listen:
-            try:
-                servers.append(
-                    await loop.create_server(
-                        lambda: cast(asyncio.Protocol, ClientProtocol(state)),
-                        host,
-                        port,
-                        reuse_port=settings.workers > 1,
-                        backlog=2048,
-                    )
-                )
-            except OSError as exc:
-                raise StartupError(
-                    f"cannot listen on {format_address(host, port)}: {exc.strerror or exc}"
-                ) from exc
-        for host, port in settings.listen_tls:
-            try:
-                servers.append(
-                    # The handshake runs in TLSAccept, so that it counts against
-                    # --max-connections from accept on.
-                    await loop.create_server(
-                        lambda: TLSAccept(state, certificates.context, HANDSHAKE_TIMEOUT),
-                        host,
-                        port,
-                        reuse_port=settings.workers > 1,
-                        backlog=2048,
-                    )
-                )
-            except OSError as exc:
-                raise StartupError(
-                    f"cannot listen on {format_address(host, port)} (tls): {exc.strerror or exc}"
-                ) from exc
+        await listen(lambda: cast(asyncio.Protocol, ClientProtocol(state)), settings.listen, "")
+        # The handshake runs in TLSAccept, so that it counts against --max-connections from
+        # accept on.
+        await listen(
+            lambda: TLSAccept(state, certificates.context, HANDSHAKE_TIMEOUT),
+            settings.listen_tls,
+            " (tls)",
+        )
         if settings.admin is not None:
             host, port = settings.admin
             try:
