@@ -966,7 +966,10 @@ positive = st.one_of(
     st.integers(1, 10_000), st.floats(min_value=1e-3, max_value=1e6, allow_nan=False)
 )
 tokens = st.from_regex(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,12}\Z")
-header_values = st.text(st.characters(blacklist_characters="\r\n\x00"), max_size=20)
+# Valid values only: no CR, LF, NUL, nor lone surrogates (refused: see the test below).
+header_values = st.text(
+    st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",)), max_size=20
+)
 editable = tokens.filter(
     lambda n: n.lower() not in {"content-length", "transfer-encoding", "connection", "host"}
 )
@@ -1146,3 +1149,41 @@ def test_certificate_without_subject_alt_name_is_refused() -> None:
     # Clients ignore the common name: a certificate without SAN covers no name at all.
     data = self_signed(other_key(), "a.com").item("c", ["a.com"])
     assert "no subjectAltName" in errors("certificates", data)["names[0]"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "field", "at"),
+    [
+        ("routes", {"id": "r", "upstream": "u", "path": "/\ud800"}, "path", 1),
+        (
+            "routes",
+            {"id": "r", "upstream": "u", "path": "^/\ud800", "path_type": "regex"},
+            "path",
+            2,
+        ),
+        ("routes", {"id": "r", "redirect": {"to": "/\udfff"}}, "redirect.to", 1),
+        ("routes", {"id": "r", "upstream": "u", "headers": {"X-A": "a\ud800"}}, "headers.X-A", 1),
+        (
+            "routes",
+            {"id": "r", "upstream": "u", "request_headers": {"set": {"X-A": "\ud800"}}},
+            "request_headers.set.X-A",
+            0,
+        ),
+        (
+            "upstreams",
+            {"id": "u", "targets": ["127.0.0.1:1"], "health": {"path": "/\ud800"}},
+            "health.path",
+            1,
+        ),
+    ],
+)
+def test_text_with_a_lone_surrogate_is_refused(
+    kind: str, data: dict[str, Any], field: str, at: int
+) -> None:
+    # JSON carries "\ud800" fine, but such a value could never be written as UTF-8 (YAML
+    # export, the GUI, the snapshot file): refused on write, naming the field.
+    assert errors(kind, data) == {
+        field: f"must be valid Unicode text (a lone surrogate at position {at})"
+    }
+    valid = json.loads(json.dumps(data).replace("\\ud800", "\\u00e9").replace("\\udfff", "\\u00e9"))
+    assert from_dict(kind, valid).id == data["id"]  # other non-ASCII text is accepted

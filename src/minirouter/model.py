@@ -333,6 +333,26 @@ def _bool(value: Any, path: str, e: _Errors) -> bool | None:
     return value
 
 
+def _lone_surrogate(text: str) -> int:
+    """Where `text` holds a lone surrogate ("\\ud800" in JSON), -1 if nowhere: such a string
+    passes JSON, but can be neither written as UTF-8 (YAML, the GUI, the snapshot file) nor sent
+    in a request."""
+    if text.isascii():
+        return -1
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return -1
+
+
+def _unicode_ok(text: str, path: str, e: _Errors) -> bool:
+    at = _lone_surrogate(text)
+    if at >= 0:
+        e.add(path, f"must be valid Unicode text (a lone surrogate at position {at})")
+    return at < 0
+
+
 def _str(value: Any, path: str, e: _Errors) -> str | None:
     if not isinstance(value, str):
         e.add(path, f"expected a string, got {_type_name(value)}")
@@ -340,7 +360,7 @@ def _str(value: Any, path: str, e: _Errors) -> str | None:
     if not value:
         e.add(path, "must not be empty")
         return None
-    return value
+    return value if _unicode_ok(value, path, e) else None
 
 
 def _choice(options: tuple[Any, ...]) -> _Parser:
@@ -489,7 +509,7 @@ def _header_value(value: Any, path: str, e: _Errors) -> str | None:
     if _BAD_VALUE_RE.search(value):
         e.add(path, "header values must not contain CR, LF or NUL")
         return None
-    return value
+    return value if _unicode_ok(value, path, e) else None
 
 
 def _header_map(not_editable: frozenset[str] = frozenset()) -> _Parser:
@@ -776,7 +796,9 @@ def _header_edits(not_editable: frozenset[str]) -> _Parser:
 _ROUTE_PARSERS: dict[str, _Parser] = {
     "id": _id,
     "hosts": _list_of(_host_pattern, key=lambda h: h, what="host"),
-    "path": lambda value, path, e: value if isinstance(value, str) else _str(value, path, e),
+    "path": lambda value, path, e: (
+        value if isinstance(value, str) and _lone_surrogate(value) < 0 else _str(value, path, e)
+    ),
     "path_type": _choice(PATH_TYPES),
     "methods": _list_of(_method, key=lambda m: m, what="method"),
     "headers": _header_map(),
