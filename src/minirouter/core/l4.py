@@ -332,6 +332,9 @@ class _ClientSide(asyncio.Protocol):
         self.closed = False  # both sides are gone: counted out
         self.client_lost = False
         self.client_eof = False
+        # The client's write buffer is over its high mark. Kept so that an upstream that
+        # sends before `_connected` (its data is written meanwhile) is paused there too.
+        self.writing_paused = False
         self.last_activity = 0.0
         self.idle_timeout = 60.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -389,11 +392,13 @@ class _ClientSide(asyncio.Protocol):
         self._maybe_finish()
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         up = self.upstream
         if up is not None and up.transport is not None:
             up.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         up = self.upstream
         if up is not None and up.transport is not None and not up.lost:
             up.transport.resume_reading()
@@ -474,6 +479,10 @@ class _ClientSide(asyncio.Protocol):
     def _connected(self, up: _UpstreamSide) -> None:
         self.upstream = up
         assert up.transport is not None and self.transport is not None
+        if self.writing_paused:
+            # The upstream sent more than the client took before we got here: without this
+            # it would never be paused (the transport does not say "paused" a second time).
+            up.transport.pause_reading()
         if self.early:
             up.transport.write(b"".join(self.early))
             self.early.clear()
@@ -483,7 +492,7 @@ class _ClientSide(asyncio.Protocol):
                 up.transport.write_eof()
             else:
                 up.transport.close()
-        else:
+        elif not up.writing_paused:  # else resumed when the upstream has taken the early data
             self.transport.resume_reading()
         self._arm_idle()
 
@@ -552,6 +561,7 @@ class _UpstreamSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.eof = False
         self.lost = False
+        self.writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -587,11 +597,13 @@ class _UpstreamSide(asyncio.Protocol):
             client._maybe_finish()
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         ct = self.client.transport
         if ct is not None:
             ct.pause_reading()
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         ct = self.client.transport
         if ct is not None and not self.client.client_lost:
             ct.resume_reading()
