@@ -863,8 +863,8 @@ def test_a_table_built_from_a_previous_one_answers_like_a_fresh_one(fp: ModuleTy
 # -- a table built from the previous one ------------------------------------------------------
 #
 # The compiled table patches the previous table when a few routes change (shares the unchanged
-# entries and index buckets, gives a new id a rank between its neighbours'). Whatever it does,
-# every table in a chain of changes must answer exactly as one built from scratch.
+# entries, index buckets and map shards). Whatever it does, every table in a chain of changes
+# must answer exactly as one built from scratch, and the table it was made from as before.
 
 
 def _same_answers(table: Any, routes: list[Route], requests: list[tuple[Any, ...]]) -> None:
@@ -919,13 +919,21 @@ def test_a_table_built_from_the_previous_one_answers_as_a_new_one(
     versions: list[list[Route]], requests: list[tuple[Any, ...]]
 ) -> None:
     compiled = _compiled()
-    table = told = compiled.RouteTable(versions[0])
+    table = told = alone = compiled.RouteTable(versions[0])
     for before, routes in itertools.pairwise(versions):
         table = compiled.RouteTable(routes, previous=table)
         _same_answers(table, routes, requests)
         # The same chain told which ids changed (as the mirror does): only those are looked at.
-        told = compiled.RouteTable(tuple(routes), previous=told, changes=_changes(before, routes))
+        changes = _changes(before, routes)
+        told = compiled.RouteTable(tuple(routes), previous=told, changes=changes)
         _same_answers(told, routes, requests)
+        # And given the changes alone: the routes are listed by id.
+        alone = compiled.RouteTable(None, previous=alone, changes=changes)
+        _same_answers(alone, sorted(routes, key=_route_id), requests)
+
+
+def _route_id(route: Route) -> str:
+    return route.id
 
 
 def _changes(before: list[Route], after: list[Route]) -> dict[str, Route | None]:
@@ -941,7 +949,7 @@ def test_a_table_told_the_changes_looks_at_nothing_else(fp: ModuleType) -> None:
     """With `changes`, the ids named are the only ones compared: enabling, disabling, editing,
     adding and deleting routes that way answers as a fresh table, across many changes."""
     routes = [R(f"r{i:03d}", path=f"/p{i % 9}/", priority=i % 3) for i in range(100)]
-    table = fp.RouteTable(tuple(routes))
+    table = alone = fp.RouteTable(tuple(routes))
     requests = [("h", f"/p{i}/x", m, None) for i in range(9) for m in ("GET", "POST")]
     for step in range(60):
         current = {r.id: r for r in routes}
@@ -962,16 +970,31 @@ def test_a_table_told_the_changes_looks_at_nothing_else(fp: ModuleType) -> None:
         routes = list(current.values())
         table = fp.RouteTable(tuple(routes), previous=table, changes={rid: new})
         _same_answers(table, [r for r in routes if r.enabled], requests)
+        alone = fp.RouteTable(None, previous=alone, changes={rid: new})
+        _same_answers(alone, sorted((r for r in routes if r.enabled), key=_route_id), requests)
     # Several at once, beyond the patch limit: a full build, the same answers.
     changes: dict[str, Route | None] = {f"r{i:03d}": R(f"r{i:03d}", path="/p1/") for i in range(80)}
     routes = list(({r.id: r for r in routes} | changes).values())
     table = fp.RouteTable(tuple(routes), previous=table, changes=changes)
     _same_answers(table, [r for r in routes if r.enabled], requests)
+    alone = fp.RouteTable(None, previous=alone, changes=changes)
+    _same_answers(alone, sorted((r for r in routes if r.enabled), key=_route_id), requests)
+    # A new priority value: the compiled table cannot patch, and builds it whole.
+    edited = R("r001", path="/p1/", priority=99)
+    changes = {"r001": edited, "r002": None}
+    routes = [*(r for r in routes if r.id not in changes), edited]
+    alone = fp.RouteTable(None, previous=alone, changes=changes)
+    _same_answers(alone, sorted((r for r in routes if r.enabled), key=_route_id), requests)
+    with pytest.raises(TypeError, match="routes=None"):
+        fp.RouteTable(None, changes=changes)
+    with pytest.raises(TypeError, match="routes=None"):
+        fp.RouteTable(None, previous=alone)
 
 
 def test_many_ids_added_between_two_neighbours(fp: ModuleType) -> None:
-    """Each new id sorts between the last one added and "b": the rank gap halves every time
-    until there is none left, and the table must still order every id correctly."""
+    """Each new id sorts between the last one added and "b", all in one group: the table must
+    still order every id correctly (an earlier compiled table gave ids spaced-out ranks, and
+    the gap between two of them halved with every id added between them)."""
     routes = [R("a", path="/x/"), R("b", path="/x/")]
     table = fp.RouteTable(routes)
     requests = [("h", "/x/1", "GET", None)]
@@ -991,6 +1014,90 @@ def test_many_ids_added_between_two_neighbours(fp: ModuleType) -> None:
     _same_answers(table, routes, requests)
     with pytest.raises(ValueError, match="duplicate"):
         fp.RouteTable([*routes, R("c", path="/y/")], previous=table)
+
+
+def _big_config() -> list[Route]:
+    """Over 512 entries in each map the compiled table keeps (ids, exact hosts, wildcard
+    suffixes, one bucket's exact paths and prefixes): such maps are split into shards."""
+    routes = [R(f"any{i:04d}", path=f"/p{i}/", priority=i % 3) for i in range(700)]
+    routes += [R(f"exa{i:04d}", path=f"/e{i}", path_type="exact") for i in range(600)]
+    routes += [R(f"hst{i:04d}", hosts=(f"h{i}.test",), path="/") for i in range(600)]
+    routes += [R(f"wld{i:04d}", hosts=(f"*.w{i}.test",), path="/w/") for i in range(600)]
+    routes += [R(f"rgx{i:02d}", path=rf"^/r{i}/(\d+)$", path_type="regex") for i in range(20)]
+    return routes
+
+
+def _big_requests(rng: random.Random) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for _ in range(40):
+        i = rng.randrange(760)
+        host = rng.choice([f"h{i}.test", f"a.w{i}.test", "other.test"])
+        path = rng.choice([f"/p{i}/x", f"/e{i}", "/w/x", f"/r{i % 25}/7", "/p1/x"])
+        out.append((host, path, rng.choice(["GET", "POST"]), None))
+    return out
+
+
+def _every_route_requests() -> list[tuple[Any, ...]]:
+    """A request aimed at each id `_big_config` and the changes below may use."""
+    out: list[tuple[Any, ...]] = []
+    for i in range(760):
+        out += [
+            ("other.test", f"/p{i}/x", "GET", None),
+            ("other.test", f"/e{i}", "POST", None),
+            (f"h{i}.test", "/p1/x", "GET", None),
+            (f"a.w{i}.test", "/w/x", "GET", None),
+        ]
+    out += [("other.test", f"/r{i}/7", "GET", None) for i in range(25)]
+    return out
+
+
+def _big_edit(rid: str, rng: random.Random) -> Route:
+    """A new version of route `rid` of `_big_config` (or a new route of the same kind)."""
+    kind, at = rid[:3], int(rid[3:])
+    match kind:
+        case "any":
+            return R(rid, path=f"/p{at}/", priority=rng.randrange(3))
+        case "exa":
+            return R(rid, path=f"/e{at}", path_type="exact", methods=("GET",))
+        case "hst":
+            return R(rid, hosts=(f"h{at}.test",), path=rng.choice(["/", "/p1/"]))
+        case "wld":
+            return R(rid, hosts=(f"*.w{at}.test",), path="/w/", priority=1)
+        case _:
+            return R(rid, path=rf"^/r{at}/(\d+)$", path_type="regex", priority=2)
+
+
+def test_a_big_table_patched_many_times_answers_as_a_new_one() -> None:
+    """A long chain of one-route changes on a table big enough that the compiled one shares
+    map shards between tables: each table answers as one built from scratch, and a table
+    made earlier in the chain still answers as it did."""
+    fp = _compiled()
+    rng = random.Random(7)
+    routes = {r.id: r for r in _big_config()}
+    table = alone = first = fp.RouteTable(tuple(routes.values()))
+    first_answers = [_summary(first.match(*req)) for req in _every_route_requests()]
+    kinds = ["any", "exa", "hst", "wld", "rgx"]
+    for step in range(150):
+        kind = rng.choice(kinds)
+        rid = f"{kind}{rng.randrange(760):04d}" if kind != "rgx" else f"rgx{rng.randrange(25):02d}"
+        new: Route | None
+        if rid in routes and rng.random() < 0.35:
+            new = None
+        else:
+            new = dataclasses.replace(_big_edit(rid, rng), enabled=rng.random() > 0.1)
+        if new is None:
+            routes.pop(rid, None)
+        else:
+            routes[rid] = new
+        table = fp.RouteTable(tuple(routes.values()), previous=table, changes={rid: new})
+        alone = fp.RouteTable(None, previous=alone, changes={rid: new})
+        if step % 15 == 14:
+            enabled = [r for r in routes.values() if r.enabled]
+            requests = _big_requests(rng)
+            _same_answers(table, enabled, requests)
+            _same_answers(alone, sorted(enabled, key=_route_id), requests)
+    _same_answers(table, [r for r in routes.values() if r.enabled], _big_requests(rng))
+    assert [_summary(first.match(*req)) for req in _every_route_requests()] == first_answers
 
 
 # ------------------------------------------------------------------------- response parsing

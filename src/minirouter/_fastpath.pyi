@@ -72,7 +72,7 @@ class Explanation:
 class RouteTable:
     def __init__(
         self,
-        routes: Iterable[Route],
+        routes: Iterable[Route] | None,
         previous: RouteTable | None = None,
         changes: Mapping[str, Route | None] | None = None,
     ) -> None: ...

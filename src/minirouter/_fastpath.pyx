@@ -5,13 +5,13 @@ Read `_fastpath_py` first: the algorithm and data structures are the same (hash 
 exact host, by wildcard suffix, by exact path and by path prefix; regex routes are the only scan).
 What differs is only how the work is done, so that a lookup stays in C:
 
-* precedence is compared on C ints: a dense rank of the priority, a host and a path specificity
-  (SPEC_EXACT, else length + 1, else 0) and a rank of the id in sorted order (spread out, with
-  room between neighbours), all fixed at table build, so no tuple is ever built or compared on
-  the hot path;
-* a table built from the previous one after a few route changes (`previous=`) shares the
-  unchanged entries and index buckets with it and rebuilds only the buckets the changed routes
-  are in (~1.5 ms instead of ~20 ms at 10k routes);
+* precedence is compared on C ints: a dense rank of the priority and a host and a path
+  specificity (SPEC_EXACT, else length + 1, else 0), fixed at table build, so no tuple is ever
+  built or compared on the hot path; only a full tie falls back to comparing the ids;
+* a table built from the previous one after a few route changes (`previous=`, `changes=`)
+  shares the unchanged entries, index buckets and map shards with it (see `_Shards`) and
+  rebuilds only what the changed routes are in, so its cost does not grow with the number of
+  routes, and the previous table is left as it was;
 * the best candidate so far lives in a C struct holding a borrowed pointer to an entry owned by
   the table (alive for the whole call);
 * host and path characters are read straight from the str buffers; the only allocations are the
@@ -27,7 +27,7 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
@@ -37,14 +37,15 @@ from cpython.unicode cimport (
     PyUnicode_GET_LENGTH,
     PyUnicode_KIND,
     PyUnicode_READ,
+    PyUnicode_Compare,
     PyUnicode_Substring,
 )
+from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 import re
 import sys
-from bisect import bisect_left
 
 
 cdef extern from "Python.h":
@@ -432,7 +433,6 @@ cdef class _Entry:
     cdef str id
     cdef object priority  # the route's own value, for explain's reasons
     cdef int prio  # dense rank of the priority in the table: bigger wins
-    cdef int idr  # rank of the id in sorted order: smaller wins
     cdef int kind
     cdef int lit_ps  # path specificity of an exact / prefix route
     cdef str path
@@ -476,9 +476,13 @@ cdef _Entry _clone(_Entry old):
     return e
 
 
+def _route_id(route):
+    return route.id
+
+
 def _precedence(_Entry e):
     # Within one index slot every route has the same host and path specificity.
-    return (-e.prio, e.idr)
+    return (-e.prio, e.id)
 
 
 cdef _Entry _compile_route(route):
@@ -530,13 +534,171 @@ cdef _Entry _compile_route(route):
     return e
 
 
+# ------------------------------------------------------------------- maps shared between tables
+
+cdef enum:
+    # A map with more entries than this is held as _Shards of about _SHARD_SIZE entries each.
+    _SHARD_OVER = 512
+    _SHARD_SIZE = 64
+
+
+@cython.final
+cdef class _Shards:
+    # A map too big to copy for every change, split by key hash into 2**bits dicts: a table
+    # patched from another copies only the dicts its changes touch and shares the rest.
+    # (At 10k routes, copying the id map and a bucket's path map, and freeing the old
+    # copies later, cost the event loop more than everything else a one-route change does.)
+    cdef list parts
+    cdef int shift  # 64 - bits
+    cdef Py_ssize_t size
+
+    def __len__(self):
+        return self.size
+
+
+cdef inline Py_ssize_t _part_of(Py_hash_t h, int shift) noexcept:
+    # The top bits of the hash, scrambled: a dict uses the low bits for its slots, so shards
+    # chosen by the low bits would give all keys of one shard the same first slot.
+    return <Py_ssize_t>((<uint64_t>h * <uint64_t>0x9E3779B97F4A7C15) >> shift)
+
+
+cdef inline PyObject* _get(object m, object key) except? NULL:
+    # The value of `key` in a dict, _Shards or None `m` (borrowed), or NULL. (A patched
+    # bucket may keep the length bound of a prefix map that has become None.)
+    cdef _Shards s
+    if PyDict_CheckExact(m):
+        return PyDict_GetItem(m, key)
+    if m is None:
+        return NULL
+    s = <_Shards>m
+    return PyDict_GetItem(<dict>PyList_GET_ITEM(s.parts, _part_of(hash(key), s.shift)), key)
+
+
+cdef Py_ssize_t _size(object m) except -1:
+    if m is None:
+        return 0
+    if PyDict_CheckExact(m):
+        return len(<dict>m)
+    return (<_Shards>m).size
+
+
+cdef list _items(object m):
+    # The (key, value) pairs of a dict, _Shards or None.
+    if m is None:
+        return []
+    if PyDict_CheckExact(m):
+        return list((<dict>m).items())
+    out = []
+    for part in (<_Shards>m).parts:
+        out.extend((<dict>part).items())
+    return out
+
+
+cdef list _values(object m):
+    if m is None:
+        return []
+    if PyDict_CheckExact(m):
+        return list((<dict>m).values())
+    out = []
+    for part in (<_Shards>m).parts:
+        out.extend((<dict>part).values())
+    return out
+
+
+cdef object _sealed(dict d):
+    # `d` as the map a table keeps: itself while small, else split into _Shards.
+    cdef _Shards s
+    cdef int bits = 1
+    cdef Py_ssize_t i
+    if len(d) <= _SHARD_OVER:
+        return d
+    while (<Py_ssize_t>1 << bits) * _SHARD_SIZE < len(d):
+        bits += 1
+    s = _Shards.__new__(_Shards)
+    s.shift = 64 - bits
+    s.size = len(d)
+    s.parts = [{} for i in range(1 << bits)]
+    for key, value in d.items():
+        (<dict>PyList_GET_ITEM(s.parts, _part_of(hash(key), s.shift)))[key] = value
+    return s
+
+
+@cython.final
+cdef class _MapCopy:
+    # A copy of a map (dict, _Shards or None) with a few keys changed; done() gives it. Only
+    # the dicts written to are copied: the source map is left as it was.
+    cdef dict whole  # the copy of a dict (or of None)
+    cdef list parts  # the copy's parts, of a _Shards
+    cdef bytearray own  # own[i]: parts[i] is this copy's own dict already
+    cdef int shift
+    cdef Py_ssize_t size
+
+    def __cinit__(self, source):
+        if source is None:
+            self.whole = {}
+        elif PyDict_CheckExact(source):
+            self.whole = dict(<dict>source)
+        else:
+            self.parts = list((<_Shards>source).parts)
+            self.own = bytearray(len(self.parts))
+            self.shift = (<_Shards>source).shift
+        self.size = _size(source)
+
+    cdef dict _part(self, key, bint write):
+        cdef Py_ssize_t i
+        if self.whole is not None:
+            return self.whole
+        i = _part_of(hash(key), self.shift)
+        if write and not self.own[i]:
+            self.parts[i] = dict(<dict>self.parts[i])
+            self.own[i] = 1
+        return <dict>self.parts[i]
+
+    cdef object get(self, key):
+        return self._part(key, False).get(key)
+
+    cdef int set(self, key, value) except -1:
+        cdef dict part = self._part(key, True)
+        if key not in part:
+            self.size += 1
+        part[key] = value
+        return 0
+
+    cdef int pop(self, key) except -1:
+        cdef dict part = self._part(key, True)
+        if part.pop(key, None) is not None:
+            self.size -= 1
+        return 0
+
+    cdef object done(self):
+        # None when empty. Shards get fewer or more when the size has moved far from what
+        # they were made for (a whole rebuild of the map, once per fourfold change).
+        cdef _Shards s
+        if self.size == 0:
+            return None
+        if self.whole is not None:
+            return _sealed(self.whole)
+        if self.size < _SHARD_OVER // 4 or self.size > 4 * _SHARD_SIZE * len(self.parts):
+            merged = {}
+            for part in self.parts:
+                merged.update(<dict>part)
+            return _sealed(merged)
+        s = _Shards.__new__(_Shards)
+        s.parts = self.parts
+        s.shift = self.shift
+        s.size = self.size
+        return s
+
+
 @cython.final
 cdef class _Bucket:
     # The routes reachable through one host key (an exact host, a wildcard suffix, or any).
     cdef int hs  # host specificity of the key
     cdef int max_prio  # best priority rank in the bucket: prunes the whole bucket
-    cdef dict exact  # path -> [_Entry] in precedence order; None when empty
-    cdef dict prefix  # prefix -> [_Entry] in precedence order; None when empty
+    # path -> [_Entry] in precedence order, as a dict or _Shards; None when empty. Plain dicts
+    # while the bucket is being built.
+    cdef object exact
+    cdef object prefix  # prefix -> [_Entry], the same way
     cdef list regex  # [_Entry] in precedence order; None when empty
     cdef Py_ssize_t nlens
     cdef Py_ssize_t* lens  # distinct prefix lengths, longest first
@@ -557,9 +719,9 @@ cdef class _Bucket:
 
     cdef int add(self, _Entry e) except -1:
         if e.kind == KIND_EXACT:
-            self.exact.setdefault(e.path, []).append(e)
+            (<dict>self.exact).setdefault(e.path, []).append(e)
         elif e.kind == KIND_PREFIX:
-            self.prefix.setdefault(e.path, []).append(e)
+            (<dict>self.prefix).setdefault(e.path, []).append(e)
         else:
             self.regex.append(e)
         if e.prio > self.max_prio:
@@ -567,31 +729,20 @@ cdef class _Bucket:
         return 0
 
     cdef int finish(self) except -1:
-        for group in self.exact.values():
-            group.sort(key=_precedence)
-        for group in self.prefix.values():
-            group.sort(key=_precedence)
-        self.regex.sort(key=_precedence)
-        return self.bounds()
-
-    cdef int bounds(self) except -1:
-        # From groups already in precedence order: max_prio, the prefix lengths and their
-        # priority bounds; empty parts become None.
+        # After the adds of a whole build: groups sorted, bounds set, maps sealed.
         cdef int top
         best_at_length = {}
-        for group in self.exact.values():
-            top = (<_Entry>group[0]).prio
-            if top > self.max_prio:
-                self.max_prio = top
-        for prefix, group in self.prefix.items():
+        for group in (<dict>self.exact).values():
+            group.sort(key=_precedence)
+        for prefix, group in (<dict>self.prefix).items():
+            group.sort(key=_precedence)
             length = len(prefix)
             top = (<_Entry>group[0]).prio
             if best_at_length.get(length, -1) < top:
                 best_at_length[length] = top
-            if top > self.max_prio:
-                self.max_prio = top
-        if self.regex and (<_Entry>self.regex[0]).prio > self.max_prio:
-            self.max_prio = (<_Entry>self.regex[0]).prio
+        self.regex.sort(key=_precedence)
+        self.exact = _sealed(self.exact)
+        self.prefix = _sealed(self.prefix)
         return self.set_lengths(best_at_length)
 
     cdef int set_lengths(self, dict best_at_length) except -1:
@@ -612,9 +763,9 @@ cdef class _Bucket:
                 if best_at_length[lengths[i]] > best:
                     best = best_at_length[lengths[i]]
                 self.rest_max[i] = best
-        if not self.exact:
+        if not _size(self.exact):
             self.exact = None
-        if not self.prefix:
+        if not _size(self.prefix):
             self.prefix = None
         if not self.regex:
             self.regex = None
@@ -626,50 +777,55 @@ cdef list _without(list group, _Entry e):
 
 
 cdef _Bucket _patched(_Bucket old, list drop, list add, int hs):
-    # A copy of `old` (None: a new key) without the entries `drop` and with `add`; the groups
-    # nothing touched are shared with `old`. None when the bucket ends up empty.
+    # `old` (None: a new key) without the entries `drop` and with `add`, as a new bucket that
+    # shares with `old` every group and map shard nothing touched. None when it ends up empty.
     cdef _Bucket b = _Bucket()
     cdef _Entry e
+    cdef _MapCopy exact = _MapCopy(old.exact if old is not None else None)
+    cdef _MapCopy prefix = _MapCopy(old.prefix if old is not None else None)
+    cdef _MapCopy groups
+    cdef list regex = old.regex if old is not None else None
+    cdef bint regex_own = False, regex_added = False
     b.hs = hs
-    if old is not None:
-        if old.exact is not None:
-            b.exact = dict(old.exact)
-        if old.prefix is not None:
-            b.prefix = dict(old.prefix)
-        if old.regex is not None:
-            b.regex = list(old.regex)
-    touched = set()
+    touched = []
     if drop is not None:
         for e in drop:
             if e.kind == KIND_REGEX:
-                b.regex = _without(b.regex, e)
+                if regex is not None:
+                    regex = _without(regex, e)
+                    regex_own = True
                 continue
-            groups = b.exact if e.kind == KIND_EXACT else b.prefix
+            groups = exact if e.kind == KIND_EXACT else prefix
             group = groups.get(e.path)
             if group is not None:
                 group = _without(group, e)
                 if group:
-                    groups[e.path] = group
+                    groups.set(e.path, group)
                 else:
-                    del groups[e.path]
-    regex_added = False
+                    groups.pop(e.path)
     if add is not None:
         for e in add:
             if e.kind == KIND_REGEX:
-                b.regex.append(e)
+                if not regex_own:
+                    regex = list(regex) if regex is not None else []
+                    regex_own = True
+                regex.append(e)
                 regex_added = True
                 continue
-            groups = b.exact if e.kind == KIND_EXACT else b.prefix
-            group = list(groups.get(e.path, ()))
+            groups = exact if e.kind == KIND_EXACT else prefix
+            group = list(groups.get(e.path) or ())
             group.append(e)
-            groups[e.path] = group
-            touched.add((e.kind, e.path))
-    for kind, path in touched:
-        (b.exact if kind == KIND_EXACT else b.prefix)[path].sort(key=_precedence)
+            groups.set(e.path, group)
+            touched.append(group)
+    for group in touched:
+        group.sort(key=_precedence)
     if regex_added:
-        b.regex.sort(key=_precedence)
-    if not b.exact and not b.prefix and not b.regex:
+        regex.sort(key=_precedence)
+    if exact.size == 0 and prefix.size == 0 and not regex:
         return None
+    b.exact = exact.done()
+    b.prefix = prefix.done()
+    b.regex = regex
     # The bounds only grow here: one left high by a dropped route costs a lookup that finds
     # nothing, never a wrong answer (they prune, they never select). Recomputing them would
     # walk every group of the bucket (10k for a bucket of 10k prefix routes).
@@ -683,13 +839,6 @@ cdef _Bucket _patched(_Bucket old, list drop, list add, int hs):
                 best_at_length[e.plen] = e.prio
     b.set_lengths(best_at_length)
     return b
-
-
-cdef int _rank_of(str route_id, dict new_by_id, dict by_id):
-    found = new_by_id.get(route_id)
-    if found is None:
-        found = by_id[route_id]
-    return (<_Entry>found).idr
 
 
 cdef dict _keyed(list entries, int which):
@@ -715,10 +864,9 @@ cdef struct _Best:
     int prio
     int hs
     int ps
-    int idr
 
 
-cdef inline bint _beats(int prio, int hs, int ps, int idr, _Best* best) noexcept:
+cdef inline bint _beats(int prio, int hs, int ps, _Entry e, _Best* best) noexcept:
     if best.entry == NULL:
         return True
     if prio != best.prio:
@@ -727,7 +875,8 @@ cdef inline bint _beats(int prio, int hs, int ps, int idr, _Best* best) noexcept
         return hs > best.hs
     if ps != best.ps:
         return ps > best.ps
-    return idr < best.idr
+    # Two str never fail to compare.
+    return PyUnicode_Compare(e.id, (<_Entry>best.entry).id) < 0
 
 
 cdef inline bint _may_beat(int prio, int hs, int ps, _Best* best) noexcept:
@@ -746,7 +895,6 @@ cdef inline void _take(_Best* best, _Entry e, int hs, int ps) noexcept:
     best.prio = e.prio
     best.hs = hs
     best.ps = ps
-    best.idr = e.idr
 
 
 # The predicates below are shared by match (which reaches candidates through the indexes) and
@@ -865,10 +1013,10 @@ cdef int _scan_literal(_Bucket b, str path, Py_ssize_t n, str method, object hea
     if not _may_beat(b.max_prio, b.hs, SPEC_EXACT, best):
         return 0
     if b.exact is not None:
-        found = PyDict_GetItem(b.exact, path)
+        found = _get(b.exact, path)
         if found != NULL:
             e = _first_allowed(<list>found, method, headers)
-            if e is not None and _beats(e.prio, b.hs, SPEC_EXACT, e.idr, best):
+            if e is not None and _beats(e.prio, b.hs, SPEC_EXACT, e, best):
                 _take(best, e, b.hs, SPEC_EXACT)
     for i in range(b.nlens):
         length = b.lens[i]
@@ -880,12 +1028,12 @@ cdef int _scan_literal(_Bucket b, str path, Py_ssize_t n, str method, object hea
         if not _may_beat(b.rest_max[i], b.hs, ps, best):
             break
         if length == n:
-            found = PyDict_GetItem(b.prefix, path)
+            found = _get(b.prefix, path)
         else:
-            found = PyDict_GetItem(b.prefix, PyUnicode_Substring(path, 0, length))
+            found = _get(b.prefix, PyUnicode_Substring(path, 0, length))
         if found != NULL:
             e = _first_allowed(<list>found, method, headers)
-            if e is not None and _beats(e.prio, b.hs, ps, e.idr, best):
+            if e is not None and _beats(e.prio, b.hs, ps, e, best):
                 _take(best, e, b.hs, ps)
     return 0
 
@@ -897,7 +1045,7 @@ cdef object _scan_regex(_Bucket b, str path, str method, object headers, _Best* 
     cdef _Entry e
     for i in range(PyList_GET_SIZE(b.regex)):
         e = <_Entry>PyList_GET_ITEM(b.regex, i)
-        if not _beats(e.prio, b.hs, 0, e.idr, best):
+        if not _beats(e.prio, b.hs, 0, e, best):
             break  # the rest come later in precedence order: none of them can win either
         if _condition_failure(e, method, headers) != 0:
             continue
@@ -928,7 +1076,7 @@ cdef object _lookup(RouteTable t, str host, str path, str method, object headers
     best.entry = NULL
 
     host = _normalize(host)
-    found = PyDict_GetItem(t._exact_hosts, host)
+    found = _get(t._exact_hosts, host)
     if found != NULL:
         b = <_Bucket>found
         _scan_literal(b, path, n, method, headers, &best)
@@ -945,7 +1093,7 @@ cdef object _lookup(RouteTable t, str host, str path, str method, object headers
             slen = hn - i - 1
             wild_prio = t._wild_prio[slen] if slen < 256 else t._wild_long_prio
             if wild_prio and _may_beat(wild_prio - 1, <int>slen + 1, SPEC_EXACT, &best):
-                found = PyDict_GetItem(t._wildcards, PyUnicode_Substring(host, i + 1, hn))
+                found = _get(t._wildcards, PyUnicode_Substring(host, i + 1, hn))
                 if found != NULL:
                     b = <_Bucket>found
                     _scan_literal(b, path, n, method, headers, &best)
@@ -986,18 +1134,14 @@ cdef enum:
     # Changed routes above which a whole new build is cheaper than patching the previous one.
     _PATCH_MAX = 64
 
-# Id ranks are spread over [1, _RANK_SPAN]; one added between two neighbours takes the middle.
-cdef long _RANK_SPAN = 1 << 30
-cdef long _RANK_MAX = (1 << 31) - 1
-
 
 cdef class RouteTable:
     """An immutable index of the enabled routes; build a new one to change the config."""
 
-    cdef tuple _routes
+    cdef tuple _routes  # None until asked for, when made with routes=None
     cdef bint _all_enabled  # no disabled route was given: _routes may be the given tuple
-    cdef dict _exact_hosts  # host -> _Bucket
-    cdef dict _wildcards  # suffix -> _Bucket; None when there are no wildcard hosts
+    cdef object _exact_hosts  # host -> _Bucket (a dict or _Shards)
+    cdef object _wildcards  # suffix -> _Bucket (a dict or _Shards); None when there are none
     cdef _Bucket _any  # None when no route takes any host
     cdef int _wild_max_prio
     # _wild_prio[n]: 1 + the best priority rank among wildcard suffixes of length n, 0 if there
@@ -1008,10 +1152,9 @@ cdef class RouteTable:
     # header mapping for match() (it costs more than the lookup itself).
     cdef readonly bint uses_headers
     cdef Py_ssize_t _nheaders  # how many routes have header conditions
-    # For building the next table from this one (see _patch): id -> entry, the ids sorted,
-    # and priority -> rank.
-    cdef dict _by_id
-    cdef list _sorted_ids
+    # For building the next table from this one (see _patch): id -> entry (a dict or
+    # _Shards), and priority -> rank.
+    cdef object _by_id
     cdef dict _prio_rank
 
     def __cinit__(self):
@@ -1020,16 +1163,28 @@ cdef class RouteTable:
         self._all_enabled = True
         self._exact_hosts = {}
         self._by_id = {}
-        self._sorted_ids = []
         self._prio_rank = {}
 
     def __init__(self, routes, RouteTable previous=None, changes=None):
         cdef _Entry e
         cdef _Bucket b
-        cdef _Entry old
-        cdef dict reuse
-        cdef Py_ssize_t i, n, spacing, given = 0
-        if previous is not None and self._patch(routes, previous, changes):
+        cdef object reuse
+        cdef PyObject* found
+        cdef Py_ssize_t given = 0
+        if routes is None:
+            # `previous`'s routes with `changes`, listed by id (see the spec).
+            if previous is None or changes is None:
+                raise TypeError("routes=None needs previous= and changes=")
+            if self._patch(None, previous, changes):
+                return
+            merged = {route.id: route for route in previous.routes}
+            for route_id, route in changes.items():
+                if route is None:
+                    merged.pop(route_id, None)
+                else:
+                    merged[route_id] = route
+            routes = sorted(merged.values(), key=_route_id)
+        elif previous is not None and self._patch(routes, previous, changes):
             return
         entries = []
         if previous is None:
@@ -1045,31 +1200,23 @@ cdef class RouteTable:
                 given += 1
                 if not route.enabled:
                     continue
-                found = reuse.get(route.id)
-                if found is not None and (<_Entry>found).route is route:
+                found = _get(reuse, route.id)
+                if found != NULL and (<_Entry>found).route is route:
                     entries.append(_clone(<_Entry>found))
                 else:
                     entries.append(_compile_route(route))
-        ids = set()
+        by_id = {}
         for e in entries:
-            if e.id in ids:
+            if e.id in by_id:
                 # See the spec: the precedence order ends with the id.
                 raise ValueError(f"duplicate route id {e.id!r}")
-            ids.add(e.id)
+            by_id[e.id] = e
         prio_rank = {p: i for i, p in enumerate(sorted({e.priority for e in entries}))}
-        # Id ranks with room between them: a route added later takes a rank between its
-        # neighbours' and every other entry keeps its own (see _patch).
-        sorted_ids = sorted(ids)
-        n = len(sorted_ids)
-        spacing = max(1, _RANK_SPAN // (n + 1))
-        id_rank = {route_id: (i + 1) * spacing for i, route_id in enumerate(sorted_ids)}
         for e in entries:
             e.prio = prio_rank[e.priority]
-            e.idr = id_rank[e.id]
         self._routes = tuple([e.route for e in entries])
         self._all_enabled = len(entries) == given
-        self._by_id = {e.id: e for e in entries}
-        self._sorted_ids = sorted_ids
+        self._by_id = _sealed(by_id)
         self._prio_rank = prio_rank
         self._nheaders = 0
         for e in entries:
@@ -1111,16 +1258,16 @@ cdef class RouteTable:
         for b in wildcards.values():
             b.finish()
         any_bucket.finish()
-        self._exact_hosts = exact_hosts
-        self._wildcards = wildcards or None
+        self._exact_hosts = _sealed(exact_hosts)
+        self._wildcards = _sealed(wildcards) if wildcards else None
         self._any = any_bucket if any_bucket.max_prio >= 0 else None
 
     cdef bint _patch(self, routes, RouteTable previous, changes) except -1:
         # Build this table as `previous` changed by a few routes: unchanged entries (same Route
-        # object) and the index buckets nothing changed are shared, and only the buckets of
-        # the changed routes are rebuilt. False (nothing set) when a full build is needed:
-        # many changes, a priority value the previous table did not have, no room between
-        # two id ranks, or a repeated id (the full build reports it).
+        # object), the index buckets nothing changed and the map shards nothing changed are
+        # shared, and only what the changed routes are in is rebuilt; `previous` is not
+        # changed. False (nothing set) when a full build is needed: many changes, a priority
+        # value the previous table did not have, or a repeated id (the full build reports it).
         #
         # `changes` (id -> Route, None when deleted), when given, names every id whose route
         # may differ from `previous`: only those are looked at, so the cost does not grow
@@ -1128,33 +1275,36 @@ cdef class RouteTable:
         # with exactly these changes). Without it every route is compared with `previous`.
         cdef _Entry e
         cdef _Entry old
-        cdef dict by_id = previous._by_id
+        cdef object by_id = previous._by_id
+        cdef PyObject* found
         cdef list added = []
         cdef list dropped = []
         cdef list enabled
-        cdef Py_ssize_t kept = 0, pos
-        cdef long lo, hi
+        cdef Py_ssize_t kept = 0
         cdef int k
         cdef bint all_enabled
         cdef tuple new_routes
+        cdef _MapCopy new_by_id
         if changes is not None:
             if len(changes) > _PATCH_MAX:
                 return False
             all_enabled = previous._all_enabled
             for route_id, route in changes.items():
-                found = by_id.get(route_id)
+                found = _get(by_id, route_id)
                 if route is not None and not route.enabled:
                     all_enabled = False
                     route = None
-                if found is not None:
+                if found != NULL:
                     if route is (<_Entry>found).route:
                         continue
-                    dropped.append(found)
+                    dropped.append(<_Entry>found)
                 if route is not None:
                     if route.id != route_id:
                         return False
                     added.append(_compile_route(route))
-            if all_enabled and type(routes) is tuple:
+            if routes is None:
+                new_routes = None  # made from the entries when asked for
+            elif all_enabled and type(routes) is tuple:
                 new_routes = <tuple>routes
             else:
                 new_routes = tuple([route for route in routes if route.enabled])
@@ -1166,22 +1316,22 @@ cdef class RouteTable:
                     all_enabled = False
                     continue
                 enabled.append(route)
-                found = by_id.get(route.id)
-                if found is not None and (<_Entry>found).route is route:
+                found = _get(by_id, route.id)
+                if found != NULL and (<_Entry>found).route is route:
                     kept += 1
                     continue
                 if len(added) >= _PATCH_MAX:
                     return False
-                if found is not None:
-                    dropped.append(found)
+                if found != NULL:
+                    dropped.append(<_Entry>found)
                 added.append(_compile_route(route))
-            if kept + len(dropped) != len(by_id):
+            if kept + len(dropped) != _size(by_id):
                 present = {route.id for route in enabled}
                 if len(present) != len(enabled):
                     return False
-                for route_id, found in by_id.items():
+                for route_id, value in _items(by_id):
                     if route_id not in present:
-                        dropped.append(found)
+                        dropped.append(value)
                 if len(dropped) > _PATCH_MAX:
                     return False
             new_routes = tuple(enabled)
@@ -1191,69 +1341,20 @@ cdef class RouteTable:
             if rank is None:
                 return False
             e.prio = rank
-        new_by_id = dict(by_id)
-        sorted_ids = previous._sorted_ids
-        copied = False
+        new_by_id = _MapCopy(by_id)
         for old in dropped:
             if new_by_id.get(old.id) is old:
-                del new_by_id[old.id]
+                new_by_id.pop(old.id)
         for e in added:
-            old = by_id.get(e.id)
-            if e.id in new_by_id:
-                if old is None or new_by_id[e.id] is not old:
-                    return False  # the same new id twice
-            if old is not None:
-                e.idr = old.idr  # an edit: same id, same rank
-                new_by_id[e.id] = e
-                continue
-            if not copied:
-                sorted_ids = list(sorted_ids)
-                copied = True
-            pos = bisect_left(sorted_ids, e.id)
-            # A neighbour dropped in this change still lends its rank: the order is the same.
-            lo = _rank_of(sorted_ids[pos - 1], new_by_id, by_id) if pos > 0 else 0
-            hi = _rank_of(sorted_ids[pos], new_by_id, by_id) if pos < len(sorted_ids) else _RANK_MAX
-            if hi - lo < 2:
-                return False
-            e.idr = <int>(lo + (hi - lo) // 2)
-            sorted_ids.insert(pos, e.id)
-            new_by_id[e.id] = e
-        if len(new_by_id) != len(new_routes):
-            return False
-        # Dropped ids leave the sorted list (kept above as rank neighbours only).
-        for old in dropped:
-            if old.id in new_by_id:
-                continue  # edited, not deleted
-            if not copied:
-                sorted_ids = list(sorted_ids)
-                copied = True
-            pos = bisect_left(sorted_ids, old.id)
-            if pos < len(sorted_ids) and sorted_ids[pos] == old.id:
-                del sorted_ids[pos]
-        if len(sorted_ids) != len(new_routes):
+            if new_by_id.get(e.id) is not None:
+                return False  # the same id twice
+            new_by_id.set(e.id, e)
+        if new_routes is not None and new_by_id.size != len(new_routes):
             return False
 
         # The index: only the buckets under a key of a dropped or added entry change.
-        exact_hosts = previous._exact_hosts
-        drops, adds = _keyed(dropped, 0), _keyed(added, 0)
-        if drops or adds:
-            exact_hosts = dict(exact_hosts)
-            for key in set(drops) | set(adds):
-                b = _patched(exact_hosts.get(key), drops.get(key), adds.get(key), SPEC_EXACT)
-                if b is None:
-                    exact_hosts.pop(key, None)
-                else:
-                    exact_hosts[key] = b
-        wildcards = previous._wildcards
-        drops, adds = _keyed(dropped, 1), _keyed(added, 1)
-        if drops or adds:
-            wildcards = dict(wildcards or {})
-            for key in set(drops) | set(adds):
-                b = _patched(wildcards.get(key), drops.get(key), adds.get(key), <int>len(key) + 1)
-                if b is None:
-                    wildcards.pop(key, None)
-                else:
-                    wildcards[key] = b
+        exact_hosts = self._patched_index(previous._exact_hosts, dropped, added, 0)
+        wildcards = self._patched_index(previous._wildcards, dropped, added, 1)
         any_bucket = previous._any
         drops, adds = _keyed(dropped, 2), _keyed(added, 2)
         if drops or adds:
@@ -1284,20 +1385,43 @@ cdef class RouteTable:
         self.uses_headers = self._nheaders > 0
         self._routes = new_routes
         self._all_enabled = all_enabled
-        self._by_id = new_by_id
-        self._sorted_ids = sorted_ids
+        self._by_id = new_by_id.done() or {}
         self._prio_rank = prio_rank
-        self._exact_hosts = exact_hosts
-        self._wildcards = wildcards or None
+        self._exact_hosts = exact_hosts if exact_hosts is not None else {}
+        self._wildcards = wildcards
         self._any = any_bucket
         return True
 
+    cdef object _patched_index(self, object index, list dropped, list added, int which):
+        # `index` (exact hosts, which=0, or wildcard suffixes, 1) with the buckets of the
+        # changed entries patched; the same object when none of them is in it.
+        cdef _MapCopy copy
+        cdef int hs
+        drops, adds = _keyed(dropped, which), _keyed(added, which)
+        if not drops and not adds:
+            return index
+        copy = _MapCopy(index)
+        for key in set(drops) | set(adds):
+            old = copy.get(key)
+            hs = SPEC_EXACT if which == 0 else <int>len(key) + 1
+            b = _patched(old, drops.get(key), adds.get(key), hs)
+            if b is None:
+                copy.pop(key)
+            else:
+                copy.set(key, b)
+        return copy.done()
+
     def __len__(self):
-        return len(self._routes)
+        return _size(self._by_id)
 
     @property
     def routes(self):
-        """The enabled routes, in the order given."""
+        """The enabled routes, in the order given (by id when made with routes=None)."""
+        cdef _Entry e
+        if self._routes is None:
+            routes = [e.route for e in _values(self._by_id)]
+            routes.sort(key=_route_id)
+            self._routes = tuple(routes)
         return self._routes
 
     def match(self, str host not None, str path not None, str method not None, headers=None):
@@ -1311,7 +1435,7 @@ cdef class RouteTable:
         host = _normalize(host)
         matched = []
         failed = []
-        for e in self._by_id.values():
+        for e in _values(self._by_id):
             hs = _host_spec(e, host)
             if hs < 0:
                 failed.append(Candidate(e.id, False, "host does not match"))
@@ -1329,7 +1453,7 @@ cdef class RouteTable:
             if code != 0:
                 failed.append(Candidate(e.id, False, _failure_reason(e, code, method)))
                 continue
-            matched.append((-e.prio, -hs, -ps, e.idr, e, found))
+            matched.append((-e.prio, -hs, -ps, e.id, e, found))
 
         failed.sort(key=_candidate_id)
         if not matched:

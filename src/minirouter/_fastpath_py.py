@@ -456,6 +456,10 @@ def _lost_because(loser: _Found, winner: _Found) -> str:
     return "larger id"
 
 
+def _route_id(route: Route) -> str:
+    return route.id
+
+
 class RouteTable:
     """An immutable index of the enabled routes; build a new one to change the config."""
 
@@ -463,7 +467,7 @@ class RouteTable:
 
     def __init__(
         self,
-        routes: Iterable[Route],
+        routes: Iterable[Route] | None,
         previous: RouteTable | None = None,
         changes: Mapping[str, Route | None] | None = None,
     ) -> None:
@@ -471,6 +475,19 @@ class RouteTable:
         # `changes` (id -> the new Route, None if deleted: every id whose route may differ from
         # `previous`'s) lets it look at those ids only; compiling is cheap enough here not to
         # bother: the result is the same table either way.
+        #
+        # routes=None (with both): `previous`'s routes with `changes` applied, listed by id.
+        # The caller then need not make a tuple of every route for a change of one.
+        if routes is None:
+            if previous is None or changes is None:
+                raise TypeError("routes=None needs previous= and changes=")
+            merged = {route.id: route for route in previous.routes}
+            for route_id, changed in changes.items():
+                if changed is None:
+                    merged.pop(route_id, None)
+                else:
+                    merged[route_id] = changed
+            routes = sorted(merged.values(), key=_route_id)
         self._compiled = [_compile_route(route) for route in routes if route.enabled]
         self._routes = tuple(compiled.route for compiled in self._compiled)
         # Only then must a caller build the header mapping that match() takes.
@@ -501,7 +518,7 @@ class RouteTable:
 
     @property
     def routes(self) -> tuple[Route, ...]:
-        """The enabled routes, in the order given."""
+        """The enabled routes, in the order given (by id when made with routes=None)."""
         return self._routes
 
     def _buckets(self, host: str) -> list[tuple[Rank, _Bucket]]:
