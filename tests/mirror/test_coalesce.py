@@ -110,3 +110,50 @@ async def _scenario(url: str) -> None:
 
 def test_a_burst_is_swapped_in_together(tmp_path: Path) -> None:
     asyncio.run(_scenario(f"sqlite://{tmp_path / 'store.db'}"))
+
+
+async def _config_follows(url: str) -> None:
+    loop = asyncio.get_running_loop()
+    state = RouterState(CoreSettings(store_url=url, access_log="off"), loop)
+    swapped: list[Config] = []
+    state.observers.append(swapped.append)
+    writer = open_store(url)
+    writer.apply([_upstream("keep", "127.0.0.1:9001"), *(Change.put(_route(i)) for i in range(5))])
+    mirror = Mirror(state, url, None)
+    steps: list[list[Change]] = [
+        [Change.put(_route(1, enabled=False))],  # disabled
+        [Change.put(_route(1, enabled=False, priority=3))],  # edited while disabled
+        [Change.put(_route(1))],  # enabled again
+        [Change.put(_route(2, enabled=False))],
+        [Change.delete("routes", "r002")],  # a disabled route deleted
+        [Change.put(_route(9))],  # added
+        [Change.delete("routes", "r000")],  # deleted
+        [_upstream("other", "127.0.0.1:9004")],  # another kind only
+        [Change.put(_route(3, enabled=False)), Change.put(_route(10, enabled=False))],
+    ]
+    try:
+        await mirror.start()
+        for change in steps:
+            rev = writer.apply(change)
+            await _until(f"revision {rev}", lambda rev=rev: state.revision == rev)
+            snap = writer.snapshot().config
+            assert sorted(state.config.routes, key=lambda r: r.id) == sorted(
+                snap.routes, key=lambda r: r.id
+            ), change
+            assert {u.id for u in state.config.upstreams} == {u.id for u in snap.upstreams}
+            assert sorted(r.id for r in state.table.routes) == sorted(
+                r.id for r in snap.routes if r.enabled
+            )
+        # The observers get every kind they read.
+        assert {u.id for u in swapped[-1].upstreams} == {"keep", "other"}
+    finally:
+        await mirror.stop()
+        mirror.close()
+        writer.close()
+        state.stop_health()
+
+
+def test_the_config_routes_follow_every_change(tmp_path: Path) -> None:
+    """The routes of `state.config` are made only when asked for after a change (the table
+    is patched from the changed ids): they are still exactly the store's, disabled ones too."""
+    asyncio.run(_config_follows(f"sqlite://{tmp_path / 'store.db'}"))

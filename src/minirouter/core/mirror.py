@@ -34,6 +34,7 @@ from minirouter import __version__
 from minirouter.model import (
     KINDS,
     Config,
+    Route,
     ValidationError,
     config_from_dict,
     from_dict,
@@ -105,7 +106,11 @@ class Mirror:
         self._raw: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
         # The tuple of each kind's items in the last config built, until that kind changes:
         # a change of one route does not rebuild (or make look new) the other kinds' tuples.
+        # Routes only after a full load: otherwise the table is patched from the changed ids.
         self._tuples: dict[str, tuple[Any, ...]] = {}
+        # The disabled routes, which the table does not hold (see RouterState.apply).
+        self._disabled: dict[str, Route] = {}
+        self._disabled_tuple: tuple[Route, ...] | None = ()
         # Changes applied to `items` but not yet swapped in (see SWAP_DUTY): the kinds, and
         # each route id with its new Route (None: deleted), so that the table is patched from
         # them alone; `_full`: the routes must be compared whole (after a load).
@@ -423,8 +428,11 @@ class Mirror:
         cpu = time.thread_time()  # not wall time: a busy machine must not stretch the gap
         for kind in self._pending_kinds:
             self._tuples.pop(kind, None)
+        self._track_disabled()
         parts = {}
         for kind in KINDS:
+            if kind == "routes" and not self._full:
+                continue  # the state is told which changed, and needs no tuple of them all
             items = self._tuples.get(kind)
             if items is None:
                 # Insertion order, not sorted: the table's precedence is a total order of its
@@ -436,11 +444,14 @@ class Mirror:
             ok = self.state.apply(config, revision=self.rev)
         else:
             routes = "routes" in self._pending_kinds
+            if self._disabled_tuple is None:
+                self._disabled_tuple = tuple(self._disabled.values())
             ok = self.state.apply(
                 config,
                 revision=self.rev,
                 routes_changed=routes,
                 route_changes=self._pending_routes if routes else None,
+                disabled=self._disabled_tuple,
             )
         now = time.monotonic()
         if ok:
@@ -455,6 +466,21 @@ class Mirror:
         # Never more in debt than SWAP_GAP_MAX of refill: a swap waits at most that long.
         self._credit = max(-SWAP_GAP_MAX * SWAP_SHARE, self._refill(now) - cost)
         self._swapped.set()
+
+    def _track_disabled(self) -> None:
+        """Keep `_disabled` equal to the disabled routes of `items`; cheap unless they change."""
+        routes = self.items["routes"]
+        if self._full:
+            self._disabled = {rid: r for rid, r in routes.items() if not r.enabled}
+            self._disabled_tuple = None
+            return
+        for rid in self._pending_routes:
+            route = routes.get(rid)
+            if route is not None and not route.enabled:
+                self._disabled[rid] = route
+            elif self._disabled.pop(rid, None) is None:
+                continue
+            self._disabled_tuple = None
 
     def _refill(self, now: float) -> float:
         self._credit = min(SWAP_BURST, self._credit + (now - self._credit_at) * SWAP_SHARE)

@@ -8,6 +8,8 @@ and `Balancer`, so nothing in flight notices.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import gc
 import logging
 import operator
@@ -44,7 +46,9 @@ class RouterState:
             if settings.access_log != "off"
             else None
         )
-        self.config = Config()
+        self._config = Config()
+        # When set, the routes of `config` are this call's result (see `apply`).
+        self._routes_of: Callable[[], tuple[Route, ...]] | None = None
         self.table = fastpath.RouteTable(())
         self.balancers: dict[str, Balancer] = {}
         self.health: dict[str, HealthChecker] = {}
@@ -95,33 +99,47 @@ class RouterState:
         finally:
             gc.enable()
 
+    @property
+    def config(self) -> Config:
+        """The config swapped in last."""
+        if self._routes_of is not None:
+            self._config = dataclasses.replace(self._config, routes=self._routes_of())
+            self._routes_of = None
+        return self._config
+
     def apply(
         self,
         config: Config,
         revision: int | None = None,
         routes_changed: bool | None = None,
         route_changes: Mapping[str, Route | None] | None = None,
+        disabled: tuple[Route, ...] = (),
     ) -> bool:
         """Swap in a validated config: new table and balancers, then one assignment each.
 
         `revision` is the store's revision in store mode; a file's loads are counted from 1.
-        `routes_changed=False`: the caller knows that the routes are the very objects of the
-        current config (only other kinds changed), so the table is kept without comparing them.
-        `route_changes` (id -> new Route, None if deleted): the caller knows that these are
-        the only routes that may differ from the current table's, so the new table is patched
-        from them alone instead of comparing every route (see `RouteTable`).
+
+        The mirror tells what changed, so that a change of one route of 10k costs what one
+        route costs. `config.routes` is then not read, and the routes of `self.config` are
+        put in one tuple only when first asked for (copying 10k routes for every change cost
+        the event loop more than the rest of the swap):
+        * `routes_changed=False`: only other kinds changed; the table and routes are kept.
+        * `route_changes` (id -> new Route, None if deleted): the only routes that differ
+          from the current table's; the table is patched from them alone (see `RouteTable`),
+          and the routes become the table's and `disabled` (the disabled routes).
         """
         current = self.table
         try:
-            if routes_changed is False or (
+            if route_changes is not None:
+                table = fastpath.RouteTable(None, previous=current, changes=route_changes)
+            elif routes_changed is False or (
                 routes_changed is None
-                and route_changes is None
                 and len(current.routes) == len(config.routes)
                 and all(map(operator.is_, current.routes, config.routes))
             ):
                 table = current  # only upstreams changed: the routes are the very same objects
             else:
-                table = fastpath.RouteTable(config.routes, previous=current, changes=route_changes)
+                table = fastpath.RouteTable(config.routes, previous=current)
         except (ValueError, TypeError) as exc:
             return self._reject(f"route table: {exc}")
         balancers: dict[str, Balancer] = {}
@@ -142,9 +160,16 @@ class RouterState:
             for uid, old in self.balancers.items():
                 if uid not in balancers:
                     removed.extend((uid, t) for t in old.targets)
+        if route_changes is not None:
+            self._routes_of = functools.partial(_all_routes, table, disabled)
+        elif routes_changed is False:
+            if self._routes_of is None:
+                self._routes_of = functools.partial(tuple, self._config.routes)
+        else:
+            self._routes_of = None
         self.table = table
         self.balancers = balancers
-        self.config = config
+        self._config = config
         self.revision = self.revision + 1 if revision is None else revision
         self.last_error = None
         self.loaded_at = time.time()
@@ -159,7 +184,7 @@ class RouterState:
         if touched or removed:
             self._restart_health()
         for observer in self.observers:
-            observer(config)
+            observer(config)  # they read the other kinds: its routes may be left out (above)
         log.info(
             "config revision %d: %d routes, %d upstreams", self.revision, len(table), len(balancers)
         )
@@ -220,6 +245,10 @@ class RouterState:
             "loaded_at": self.loaded_at,
             "fastpath": fastpath.IMPLEMENTATION,
         }
+
+
+def _all_routes(table: fastpath.RouteTable, disabled: tuple[Route, ...]) -> tuple[Route, ...]:
+    return tuple(sorted((*table.routes, *disabled), key=operator.attrgetter("id")))
 
 
 def _stamp(path: Path) -> tuple[float, int] | None:
