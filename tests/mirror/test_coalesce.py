@@ -8,15 +8,19 @@ before the mirror reads any more of it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from minirouter import fastpath
 from minirouter.config import CoreSettings
-from minirouter.core.mirror import Mirror
+from minirouter.core.mirror import READ_GAP, Mirror
 from minirouter.core.state import RouterState
 from minirouter.model import Config, Route, from_dict
 from minirouter.store import Change, Store, open_store
+
+from .conftest import RedisFactory
 
 
 def _route(i: int, **extra: object) -> Route:
@@ -157,3 +161,52 @@ def test_the_config_routes_follow_every_change(tmp_path: Path) -> None:
     """The routes of `state.config` are made only when asked for after a change (the table
     is patched from the changed ids): they are still exactly the store's, disabled ones too."""
     asyncio.run(_config_follows(f"sqlite://{tmp_path / 'store.db'}"))
+
+
+async def _stream(url: str) -> tuple[int, float, int]:
+    """60 changes written ~2 ms apart from a thread; returns (changes, seconds, batches read)."""
+    loop = asyncio.get_running_loop()
+    state = RouterState(CoreSettings(store_url=url, access_log="off"), loop)
+    writer = open_store(url)
+    writer.apply([_upstream("keep", "127.0.0.1:9001")])
+    mirror = Mirror(state, url, None)
+    batches = 0
+    apply_batch = mirror.apply_batch
+
+    def counted(batch: list[Any]) -> None:
+        nonlocal batches
+        batches += 1
+        apply_batch(batch)
+
+    mirror.apply_batch = counted  # type: ignore[method-assign]
+
+    def write() -> int:
+        rev = 0
+        for i in range(60):
+            rev = writer.apply([Change.put(_route(i))])
+            time.sleep(0.002)
+        return rev
+
+    try:
+        await mirror.start()
+        batches = 0
+        started = loop.time()
+        rev = await asyncio.to_thread(write)
+        await _until(f"revision {rev}", lambda: state.revision == rev)
+        return 60, loop.time() - started, batches
+    finally:
+        await mirror.stop()
+        mirror.close()
+        writer.close()
+        state.stop_health()
+
+
+def test_a_stream_of_changes_is_read_at_most_every_read_gap(
+    redis_factory: RedisFactory,
+) -> None:
+    """Redis answers a watch as soon as there is a change: while changes stream in, the mirror
+    waits READ_GAP between reads so that they come several per read."""
+    changes, seconds, batches = asyncio.run(_stream(redis_factory(persist=False).url))
+    # One read per READ_GAP, one more for the first change and one for the wait's edges.
+    assert batches <= seconds / READ_GAP + 2, (batches, seconds)
+    assert batches < changes / 2, (batches, seconds)
