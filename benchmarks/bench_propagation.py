@@ -2,7 +2,7 @@
 
     MINIROUTER_BENCH_FULL=1 .venv/bin/pytest benchmarks/bench_propagation.py --benchmark-only -s
 
-Three measurements, each on SQLite and on Redis (a redis-server started here on a free port):
+Four measurements, each on SQLite and on Redis (a redis-server started here on a free port):
 
 * **propagation latency**: from the moment `Store.apply` returns to the first response routed
   by the new rule through a running `minirouter core --store`, over 200 changes (half new
@@ -12,6 +12,8 @@ Three measurements, each on SQLite and on Redis (a redis-server started here on 
 * **changes under load**: `wrk` against the core for 30 s without changes, then 30 s while a
   writer applies 200 changes/s (adds, deletes, and edits of the very route under load): zero
   failed requests, and the p99 of both runs (target: within 1.2x).
+* **core CPU per change**: the core's CPU time while 200 changes/s are applied with no
+  requests, less its idle rate, per change (10k routes).
 * **snapshot load of 100k routes**: `store.snapshot()` on a fresh store client (target <= 2 s),
   and `minirouter core --store` start-up from exec to /healthz reporting all 100k routes.
 
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from e2e_load import Server, nginx_cmd, parse_wrk, start_server, upstream_conf
@@ -429,6 +432,58 @@ def catch_all(version: int) -> Route:
 def test_changes_under_load(benchmark: Any, loaded: Loaded, scale: Scale) -> None:
     """With `scale.routes` routes loaded (10k in full mode)."""
     changes_under_load(benchmark, loaded, scale)
+
+
+# The longest a cost-per-change run lasts (seconds of changes at `scale.rate`).
+COST_SECONDS = 10
+IDLE_SECONDS = 3
+
+
+def test_core_cpu_per_change(benchmark: Any, loaded: Loaded, scale: Scale) -> None:
+    """What following the store costs a core: its CPU time (every thread, user + system) while
+    a Writer applies `scale.rate` changes/s with no requests, less its idle rate (heartbeats,
+    stats, the SQLite poll), per change. Unlike the under-load ratio, this does not depend on
+    how wrk, nginx and the writer share the machine with the core."""
+    proc = psutil.Process(loaded.server.proc.pid)
+
+    def cpu() -> float:
+        times = proc.cpu_times()
+        return float(times.user + times.system)
+
+    seconds = min(scale.load_seconds, COST_SECONDS)
+    idle_seconds = IDLE_SECONDS if seconds == COST_SECONDS else 1
+
+    def run() -> dict[str, float]:
+        before = cpu()
+        time.sleep(idle_seconds)  # measuring the idle rate, not waiting for a condition
+        idle = (cpu() - before) / idle_seconds
+        writer = Writer(loaded.store, scale.rate, seconds, base=20 * loaded.routes)
+        started, before = time.monotonic(), cpu()
+        writer.run()
+        final = loaded.store.current_rev()
+        _poll(
+            f"the core at {final}",
+            lambda: _healthz(loaded.admin)["revision"] == final,
+            10,
+        )
+        elapsed, used = time.monotonic() - started, cpu() - before
+        if writer.error is not None:
+            raise writer.error
+        assert writer.done == scale.rate * seconds
+        return {
+            "changes": writer.done,
+            "idle_ms_per_s": round(idle * 1000, 1),
+            "cpu_ms": round(used * 1000, 1),
+            "cpu_us_per_change": round((used - idle * elapsed) / writer.done * 1e6, 1),
+        }
+
+    info = benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(info | {"backend": loaded.backend, "routes": loaded.routes})
+    print(
+        f"\ncore CPU per change [{loaded.backend}, {loaded.routes} routes, {scale.rate} changes/s, "
+        f"no requests]: {info['cpu_us_per_change']:.0f} us (idle {info['idle_ms_per_s']:.0f} "
+        f"ms/s, {info['cpu_ms']:.0f} ms for {info['changes']:.0f} changes)"
+    )
 
 
 def test_changes_under_load_small_config(benchmark: Any, small: Loaded, scale: Scale) -> None:
