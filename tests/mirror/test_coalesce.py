@@ -140,6 +140,9 @@ async def _config_follows(url: str) -> None:
         for change in steps:
             rev = writer.apply(change)
             await _until(f"revision {rev}", lambda rev=rev: state.revision == rev)
+            # /healthz reads these: they do not make the routes (10k of them, sorted).
+            assert state.listeners == () and state.certificates == ()
+            assert state._routes_of is not None
             snap = writer.snapshot().config
             assert sorted(state.config.routes, key=lambda r: r.id) == sorted(
                 snap.routes, key=lambda r: r.id

@@ -138,9 +138,9 @@ def _health_info(
     state: RouterState, certificates: CertificateStore, l4: L4Listeners
 ) -> dict[str, object]:
     info = state.health_info()
-    if state.settings.listen_tls or state.config.certificates:
+    if state.settings.listen_tls or state.certificates:
         info["tls"] = {"certificates": len(certificates), "not_loaded": dict(certificates.failed)}
-    if state.config.listeners:
+    if state.listeners:
         info["listeners"] = l4.info()
     return info
 

@@ -27,7 +27,14 @@ from minirouter.core.balancer import Balancer, TargetState
 from minirouter.core.health import HealthChecker
 from minirouter.core.metrics import Metrics
 from minirouter.core.stats import StatsWindow
-from minirouter.model import Config, Route, ValidationError, load_config
+from minirouter.model import (
+    Certificate,
+    Config,
+    Listener,
+    Route,
+    ValidationError,
+    load_config,
+)
 
 if TYPE_CHECKING:
     from minirouter.core.mirror import Mirror
@@ -101,11 +108,22 @@ class RouterState:
 
     @property
     def config(self) -> Config:
-        """The config swapped in last."""
+        """The config swapped in last. (Its routes may have to be put together first: see
+        `apply`. Read `listeners` and `certificates` alone through the properties below.)"""
         if self._routes_of is not None:
             self._config = dataclasses.replace(self._config, routes=self._routes_of())
             self._routes_of = None
         return self._config
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        """The L4 listeners of the config swapped in last."""
+        return self._config.listeners
+
+    @property
+    def certificates(self) -> tuple[Certificate, ...]:
+        """The certificates of the config swapped in last."""
+        return self._config.certificates
 
     def apply(
         self,
