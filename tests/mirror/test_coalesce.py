@@ -8,8 +8,10 @@ before the mirror reads any more of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,22 +58,44 @@ def _burst(store: Store) -> int:
     return rev
 
 
-async def _scenario(url: str) -> None:
-    loop = asyncio.get_running_loop()
-    state = RouterState(CoreSettings(store_url=url, access_log="off"), loop)
+@dataclass
+class Following:
+    """A started Mirror and its RouterState following `writer`'s store; `swapped` lists the
+    configs the state's observers were given."""
+
+    state: RouterState
+    writer: Store
+    mirror: Mirror
+    swapped: list[Config]
+
+
+@contextlib.asynccontextmanager
+async def _following(url: str, first: list[Change]) -> AsyncIterator[Following]:
+    """`first` written to the store at `url`, then a mirror started on it (stopped at the end)."""
+    state = RouterState(CoreSettings(store_url=url, access_log="off"), asyncio.get_running_loop())
     swapped: list[Config] = []
     state.observers.append(swapped.append)
     writer = open_store(url)
-    writer.apply(
-        [
-            _upstream("keep", "127.0.0.1:9001"),
-            _upstream("edit", "127.0.0.1:9002"),
-            *(Change.put(_route(i)) for i in range(40)),
-        ]
-    )
+    writer.apply(first)
     mirror = Mirror(state, url, None)
     try:
         await mirror.start()
+        yield Following(state, writer, mirror, swapped)
+    finally:
+        await mirror.stop()
+        mirror.close()
+        writer.close()
+        state.stop_health()
+
+
+async def _scenario(url: str) -> None:
+    first = [
+        _upstream("keep", "127.0.0.1:9001"),
+        _upstream("edit", "127.0.0.1:9002"),
+        *(Change.put(_route(i)) for i in range(40)),
+    ]
+    async with _following(url, first) as f:
+        state, writer, swapped = f.state, f.writer, f.swapped
         assert len(swapped) == 1 and len(state.table) == 40
         keep, edit = state.balancers["keep"], state.balancers["edit"]
         kept_target = edit.targets[0]
@@ -105,11 +129,6 @@ async def _scenario(url: str) -> None:
         found = state.table.match("any.test", "/moved/x", "GET")
         assert found is not None and found.route.id == "r007"
         assert state.table.match("any.test", "/p7/x", "GET") is None
-    finally:
-        await mirror.stop()
-        mirror.close()
-        writer.close()
-        state.stop_health()
 
 
 def test_a_burst_is_swapped_in_together(tmp_path: Path) -> None:
@@ -117,13 +136,6 @@ def test_a_burst_is_swapped_in_together(tmp_path: Path) -> None:
 
 
 async def _config_follows(url: str) -> None:
-    loop = asyncio.get_running_loop()
-    state = RouterState(CoreSettings(store_url=url, access_log="off"), loop)
-    swapped: list[Config] = []
-    state.observers.append(swapped.append)
-    writer = open_store(url)
-    writer.apply([_upstream("keep", "127.0.0.1:9001"), *(Change.put(_route(i)) for i in range(5))])
-    mirror = Mirror(state, url, None)
     steps: list[list[Change]] = [
         [Change.put(_route(1, enabled=False))],  # disabled
         [Change.put(_route(1, enabled=False, priority=3))],  # edited while disabled
@@ -135,8 +147,9 @@ async def _config_follows(url: str) -> None:
         [_upstream("other", "127.0.0.1:9004")],  # another kind only
         [Change.put(_route(3, enabled=False)), Change.put(_route(10, enabled=False))],
     ]
-    try:
-        await mirror.start()
+    first = [_upstream("keep", "127.0.0.1:9001"), *(Change.put(_route(i)) for i in range(5))]
+    async with _following(url, first) as f:
+        state, writer = f.state, f.writer
         for change in steps:
             rev = writer.apply(change)
             await _until(f"revision {rev}", lambda rev=rev: state.revision == rev)
@@ -152,12 +165,7 @@ async def _config_follows(url: str) -> None:
                 r.id for r in snap.routes if r.enabled
             )
         # The observers get every kind they read.
-        assert {u.id for u in swapped[-1].upstreams} == {"keep", "other"}
-    finally:
-        await mirror.stop()
-        mirror.close()
-        writer.close()
-        state.stop_health()
+        assert {u.id for u in f.swapped[-1].upstreams} == {"keep", "other"}
 
 
 def test_the_config_routes_follow_every_change(tmp_path: Path) -> None:
@@ -169,39 +177,28 @@ def test_the_config_routes_follow_every_change(tmp_path: Path) -> None:
 async def _stream(url: str) -> tuple[int, float, int]:
     """60 changes written ~2 ms apart from a thread; returns (changes, seconds, batches read)."""
     loop = asyncio.get_running_loop()
-    state = RouterState(CoreSettings(store_url=url, access_log="off"), loop)
-    writer = open_store(url)
-    writer.apply([_upstream("keep", "127.0.0.1:9001")])
-    mirror = Mirror(state, url, None)
     batches = 0
-    apply_batch = mirror.apply_batch
+    async with _following(url, [_upstream("keep", "127.0.0.1:9001")]) as f:
+        apply_batch = f.mirror.apply_batch
 
-    def counted(batch: list[Any]) -> None:
-        nonlocal batches
-        batches += 1
-        apply_batch(batch)
+        def counted(batch: list[Any]) -> None:
+            nonlocal batches
+            batches += 1
+            apply_batch(batch)
 
-    mirror.apply_batch = counted  # type: ignore[method-assign]
+        f.mirror.apply_batch = counted  # type: ignore[method-assign]
 
-    def write() -> int:
-        rev = 0
-        for i in range(60):
-            rev = writer.apply([Change.put(_route(i))])
-            time.sleep(0.002)
-        return rev
+        def write() -> int:
+            rev = 0
+            for i in range(60):
+                rev = f.writer.apply([Change.put(_route(i))])
+                time.sleep(0.002)  # pacing the writer, not waiting for a condition
+            return rev
 
-    try:
-        await mirror.start()
-        batches = 0
         started = loop.time()
         rev = await asyncio.to_thread(write)
-        await _until(f"revision {rev}", lambda: state.revision == rev)
+        await _until(f"revision {rev}", lambda: f.state.revision == rev)
         return 60, loop.time() - started, batches
-    finally:
-        await mirror.stop()
-        mirror.close()
-        writer.close()
-        state.stop_health()
 
 
 def test_a_stream_of_changes_is_read_at_most_every_read_gap(
