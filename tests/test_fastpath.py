@@ -1165,36 +1165,44 @@ def test_anything_but_the_simple_case_is_left_to_llhttp(fp: ModuleType, data: by
     assert fp.parse_simple_response(data) is None
 
 
-class _LlhttpResponse:
-    """What httptools' response parser reports for one read (the reference)."""
+class _Llhttp:
+    """What an httptools parser of `parser_type` reports for `data` (the reference): the
+    callbacks both kinds of message have; a subclass sets up its own fields, then calls this."""
 
-    def __init__(self, data: bytes) -> None:
-        self.reason = b""
+    def __init__(self, data: bytes, parser_type: Any) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
-        self.body = b""
-        self.head: tuple[int, bool] | None = None
         self.complete = 0
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: Any = parser_type(self)
         try:
             self.parser.feed_data(data)
             self.error = False
         except httptools.HttpParserError:
             self.error = True
 
-    def on_status(self, status: bytes) -> None:
-        self.reason += status
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
+class _LlhttpResponse(_Llhttp):
+    """What httptools' response parser reports for one read."""
+
+    def __init__(self, data: bytes) -> None:
+        self.reason = b""
+        self.body = b""
+        self.head: tuple[int, bool] | None = None
+        super().__init__(data, httptools.HttpResponseParser)
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
 
     def on_headers_complete(self) -> None:
         self.head = (self.parser.get_status_code(), self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         self.body += body
-
-    def on_message_complete(self) -> None:
-        self.complete += 1
 
 
 _FIELD_NAMES = [
@@ -1228,14 +1236,19 @@ _FIELD_VALUES = [
 ]
 
 
+def _usual_or_odd(draw: st.DrawFn, usual: list[bytes], odd: st.SearchStrategy[bytes]) -> bytes:
+    """One of `usual` seven times in eight, else something from `odd`."""
+    if draw(st.integers(0, 7)) == 0:
+        return draw(odd)
+    return draw(st.sampled_from(usual))
+
+
 @st.composite
 def _responses(draw: st.DrawFn) -> bytes:
     """Mostly well-formed responses with a matching Content-Length, each part sometimes odd."""
 
     def part(usual: list[bytes], odd: st.SearchStrategy[bytes]) -> bytes:
-        if draw(st.integers(0, 7)) == 0:
-            return draw(odd)
-        return draw(st.sampled_from(usual))
+        return _usual_or_odd(draw, usual, odd)
 
     version = part([b"HTTP/1.1", b"HTTP/1.0"], st.sampled_from([b"HTTP/2.0", b"HTTP/1.1 "]))
     status = part(
@@ -1360,26 +1373,16 @@ def test_simple_request_limits_are_the_cores(fp: ModuleType) -> None:
     assert fp.parse_simple_request(GET, 8192, 8192, 1) is None
 
 
-class _LlhttpRequest:
-    """What httptools' request parser reports for the first request in `data` (the reference)."""
+class _LlhttpRequest(_Llhttp):
+    """What httptools' request parser reports for the first request in `data`."""
 
     def __init__(self, data: bytes) -> None:
         self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
         self.head: tuple[bytes, str, bool, bool] | None = None
-        self.complete = 0
-        self.parser = httptools.HttpRequestParser(self)
-        try:
-            self.parser.feed_data(data)
-            self.error = False
-        except httptools.HttpParserError:
-            self.error = True
+        super().__init__(data, httptools.HttpRequestParser)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         p = self.parser
@@ -1390,18 +1393,13 @@ class _LlhttpRequest:
             p.should_upgrade(),
         )
 
-    def on_message_complete(self) -> None:
-        self.complete += 1
-
 
 @st.composite
 def _requests(draw: st.DrawFn) -> bytes:
     """Mostly simple requests, each part sometimes odd."""
 
     def part(usual: list[bytes], odd: st.SearchStrategy[bytes]) -> bytes:
-        if draw(st.integers(0, 7)) == 0:
-            return draw(odd)
-        return draw(st.sampled_from(usual))
+        return _usual_or_odd(draw, usual, odd)
 
     method = part([b"GET", b"HEAD"], st.sampled_from([b"POST", b"get", b"CONNECT", b"G ET"]))
     target = part([b"/", b"/a/b?c=d&e", b"/%41;x=1:@!$'()*+,"], st.binary(max_size=5))
