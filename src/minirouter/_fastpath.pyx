@@ -851,6 +851,26 @@ cdef dict _keyed(list entries, int which):
     return out
 
 
+cdef object _patched_index(object index, list dropped, list added, int which):
+    # `index` (exact hosts, which=0, or wildcard suffixes, 1) with the buckets of the
+    # changed entries patched; the same object when none of them is in it.
+    cdef _MapCopy copy
+    cdef int hs
+    drops, adds = _keyed(dropped, which), _keyed(added, which)
+    if not drops and not adds:
+        return index
+    copy = _MapCopy(index)
+    for key in set(drops) | set(adds):
+        old = copy.get(key)
+        hs = SPEC_EXACT if which == 0 else <int>len(key) + 1
+        b = _patched(old, drops.get(key), adds.get(key), hs)
+        if b is None:
+            copy.pop(key)
+        else:
+            copy.set(key, b)
+    return copy.done()
+
+
 # The best candidate found so far. `entry` is borrowed: entries are owned by the table.
 cdef struct _Best:
     PyObject* entry
@@ -1346,8 +1366,8 @@ cdef class RouteTable:
             return False
 
         # The index: only the buckets under a key of a dropped or added entry change.
-        exact_hosts = self._patched_index(previous._exact_hosts, dropped, added, 0)
-        wildcards = self._patched_index(previous._wildcards, dropped, added, 1)
+        exact_hosts = _patched_index(previous._exact_hosts, dropped, added, 0)
+        wildcards = _patched_index(previous._wildcards, dropped, added, 1)
         any_bucket = previous._any
         drops, adds = _keyed(dropped, 2), _keyed(added, 2)
         if drops or adds:
@@ -1384,25 +1404,6 @@ cdef class RouteTable:
         self._wildcards = wildcards
         self._any = any_bucket
         return True
-
-    cdef object _patched_index(self, object index, list dropped, list added, int which):
-        # `index` (exact hosts, which=0, or wildcard suffixes, 1) with the buckets of the
-        # changed entries patched; the same object when none of them is in it.
-        cdef _MapCopy copy
-        cdef int hs
-        drops, adds = _keyed(dropped, which), _keyed(added, which)
-        if not drops and not adds:
-            return index
-        copy = _MapCopy(index)
-        for key in set(drops) | set(adds):
-            old = copy.get(key)
-            hs = SPEC_EXACT if which == 0 else <int>len(key) + 1
-            b = _patched(old, drops.get(key), adds.get(key), hs)
-            if b is None:
-                copy.pop(key)
-            else:
-                copy.set(key, b)
-        return copy.done()
 
     def __len__(self):
         return _size(self._by_id)
