@@ -52,7 +52,12 @@ tricky = st.sampled_from(
         "",
     ]
 )
-values = st.one_of(tricky, st.text(st.characters(exclude_characters="\r\n\x00"), max_size=12))
+# Valid values only: no CR, LF, NUL, nor lone surrogates (the model refuses those on write,
+# see test_model.py; "\uD800" is not even valid YAML).
+values = st.one_of(
+    tricky,
+    st.text(st.characters(exclude_characters="\r\n\x00", exclude_categories=("Cs",)), max_size=12),
+)
 header_names = st.from_regex(r"X-[A-Za-z0-9]{1,8}", fullmatch=True)
 seconds = st.one_of(
     st.integers(1, 600), st.floats(0.001, 600, allow_nan=False).map(lambda f: round(f, 3))
